@@ -1,0 +1,65 @@
+# ves-streams: the two commands of the README are `make run` and `make test`.
+# Everything else here is what they are built from.
+
+PYTHON        ?= python3
+VENV          ?= .venv
+BIN           := $(VENV)/bin
+# Kafka versions: the first is the default broker; integration tests run against all.
+KAFKA_VERSION ?= 4.1.1
+KAFKA_VERSIONS ?= 4.1.1 3.9.1
+PYTEST_ARGS   ?=
+
+.PHONY: help venv run test test-unit test-integration kafka-up kafka-down kafka-fetch bench drills check clean
+
+help:
+	@echo "make run         start a local Kafka, a local VES collector and a worker, and feed collectd data"
+	@echo "make test        create .venv, fetch Kafka, run unit + integration + e2e tests"
+	@echo "make kafka-up    start a single-node KRaft broker on localhost:9092 (KAFKA_VERSION=$(KAFKA_VERSION))"
+	@echo "make kafka-down  stop it"
+	@echo "make bench       benchmarks (bench/), figures and ratios against a same-run baseline"
+	@echo "make drills      fault drills on a 3-broker cluster"
+
+$(BIN)/ves-streams: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	@touch $@
+
+venv: $(BIN)/ves-streams
+
+kafka-fetch: venv
+	$(BIN)/ves-streams kafka fetch --version $(KAFKA_VERSION)
+
+kafka-up: venv
+	$(BIN)/ves-streams kafka up --version $(KAFKA_VERSION)
+
+kafka-down: venv
+	$(BIN)/ves-streams kafka down
+
+run: venv
+	$(BIN)/ves-streams run --kafka-version $(KAFKA_VERSION)
+
+# Unit tests, then every test that needs a broker, once per pinned Kafka version.
+test: venv
+	@for v in $(KAFKA_VERSIONS); do $(BIN)/ves-streams kafka fetch --version $$v || exit 1; done
+	VES_STREAMS_TEST_KAFKA_VERSION=$(firstword $(KAFKA_VERSIONS)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@for v in $(wordlist 2,99,$(KAFKA_VERSIONS)); do \
+	  echo "== integration tests against Kafka $$v =="; \
+	  VES_STREAMS_TEST_KAFKA_VERSION=$$v $(BIN)/python -m pytest -m "integration and not drill" $(PYTEST_ARGS) || exit 1; \
+	done
+
+test-unit: venv
+	$(BIN)/python -m pytest -m "not integration and not e2e and not drill" $(PYTEST_ARGS)
+
+drills: venv
+	VES_STREAMS_TEST_KAFKA_VERSION=$(KAFKA_VERSION) $(BIN)/python -m pytest -m drill $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/ves-streams kafka fetch --version $(KAFKA_VERSION)
+	VES_STREAMS_TEST_KAFKA_VERSION=$(KAFKA_VERSION) $(BIN)/python -m bench
+
+check: venv
+	@for f in topologies/*.yaml topologies/ves5/*.yaml; do $(BIN)/ves-streams check $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .run bench/results

@@ -1,0 +1,1 @@
+"""Fixtures for collectd (being written)."""

@@ -1,0 +1,1 @@
+"""Fixtures for kafka (being written)."""
