@@ -17,6 +17,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ves_streams.rules.commands",
     "ves_streams.collector.commands",
     "ves_streams.kafka_commands",
+    "ves_streams.notification_relay",
+    "ves_streams.replay",
     "ves_streams.run_commands",
 )
 

@@ -1,0 +1,103 @@
+"""Relay collectd notifications from ``write_http`` to Kafka.
+
+Stock collectd's ``write_kafka`` (5.12, Debian's ``collectd-core``) publishes
+value lists only; the notification support Barometer relied on was a patch.
+collectd's ``write_http`` plugin does post notifications (``Notifications
+true``, ``Format "JSON"``), so this small HTTP endpoint receives them and
+produces each POST body, unchanged, as one message on the notifications
+topic. The body is collectd's 5.9+ JSON notification array, exactly what the
+ingest agents parse.
+
+Guarantee: the HTTP answer is 200 only after the broker acknowledged the
+message with ``acks=all``; otherwise 503, and collectd logs the failure. The
+relay holds nothing in memory beyond the request in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from ves_streams.collectd import MAX_MESSAGE_BYTES
+
+__all__ = ["make_relay_app", "run_relay", "register"]
+
+log = logging.getLogger(__name__)
+
+
+def _bootstrap(broker: str) -> str:
+    """Accept Faust-style ``kafka://h:p;h2:p2`` as well as plain ``h:p,h2:p2``."""
+    parts = [p.strip() for p in broker.replace(";", ",").split(",") if p.strip()]
+    return ",".join(p.removeprefix("kafka://") for p in parts)
+
+
+def make_relay_app(producer: AIOKafkaProducer, topic: str) -> web.Application:
+    """An aiohttp application that forwards each POST body to ``topic``."""
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not body:
+            return web.Response(status=400, text="empty body\n")
+        try:
+            await producer.send_and_wait(topic, body)
+        except KafkaError as exc:
+            log.warning("relay: could not publish a notification to %s: %s", topic, type(exc).__name__)
+            return web.Response(status=503, text="broker unavailable\n")
+        return web.Response(status=200)
+
+    app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+    app.router.add_post("/{tail:.*}", receive)
+    app.router.add_get("/healthcheck", lambda _r: web.Response(text="ok\n"))
+    return app
+
+
+async def run_relay(broker: str, topic: str, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(broker), acks="all", enable_idempotence=True)
+    await producer.start()
+    runner = web.AppRunner(make_relay_app(producer, topic), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("relay: collectd write_http notifications on http://%s:%d/ -> Kafka topic %s", host, port, topic)
+    print(f"relay listening on http://{host}:{port}/ -> {topic}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await producer.stop()
+
+
+def _handle(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_relay(args.broker, args.topic, args.host, args.port))
+    except KafkaError as exc:
+        print(f"ves-streams relay: cannot reach Kafka at {args.broker}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "relay",
+        help="receive collectd write_http notifications and publish them to Kafka",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    parser.add_argument("--broker", default="kafka://localhost:9092", help="Kafka bootstrap (default %(default)s)")
+    parser.add_argument("--topic", default="collectd-notifications", help="topic (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=18089, help="listen port (default %(default)s)")
+    parser.set_defaults(handler=_handle)
