@@ -127,8 +127,8 @@ async def replay(
 
     At the realistic rate one round goes out per ``interval`` (default: the
     capture's), starting on an interval boundary; with ``full_speed`` rounds
-    follow each other without waiting. Notifications are sent once per replay
-    of the capture, at their recorded offsets within it.
+    follow each other without waiting. Each captured notification is sent in
+    the round its recorded offset falls in, once per pass over the capture.
     """
     from aiokafka import AIOKafkaProducer
 
@@ -152,10 +152,12 @@ async def replay(
             for message in round_messages(capture, index, hosts, now):
                 await producer.send(values_topic, message, key=os.urandom(4).hex().encode())
                 batch += 1
-            if notifications_topic and index % len(capture.rounds) == 0 and capture.notifications:
-                for _offset, message in notification_messages(capture, hosts, now):
-                    await producer.send(notifications_topic, message, key=os.urandom(4).hex().encode())
-                    batch += 1
+            if notifications_topic and capture.notifications:
+                in_round = index % len(capture.rounds)
+                for offset, message in notification_messages(capture, hosts, now):
+                    if int(offset // capture.interval) == in_round:
+                        await producer.send(notifications_topic, message, key=os.urandom(4).hex().encode())
+                        batch += 1
             await producer.flush()
             sent += batch
             index += 1
