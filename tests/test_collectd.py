@@ -1,0 +1,171 @@
+"""collectd wire formats: what is accepted, what it becomes, and why the rest is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ves_streams.collectd import (
+    MAX_MESSAGE_BYTES,
+    MalformedInput,
+    Notification,
+    parse_notifications,
+    parse_value_lists,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "collectd"
+
+
+def _vl(**overrides: object) -> bytes:
+    base: dict[str, object] = {
+        "values": [1.5, 2],
+        "dstypes": ["gauge", "derive"],
+        "dsnames": ["rx", "tx"],
+        "time": 1700000000.25,
+        "interval": 10.0,
+        "host": "h1",
+        "plugin": "interface",
+        "plugin_instance": "eth0",
+        "type": "if_octets",
+        "type_instance": "",
+    }
+    base.update(overrides)
+    return orjson.dumps([{k: v for k, v in base.items() if v is not ...}])
+
+
+def test_every_captured_value_list_parses_into_one_sample_per_data_source() -> None:
+    lines = (FIXTURES / "compute-0.values.jsonl").read_bytes().splitlines()
+    value_lists = [vl for line in lines for vl in parse_value_lists(line)]
+    assert len(value_lists) == len(lines)
+    raw_sources = sum(len(orjson.loads(line)[0]["values"]) for line in lines)
+    assert sum(len(vl.samples()) for vl in value_lists) == raw_sources
+    assert {vl.host for vl in value_lists} == {"compute-0"}
+
+
+def test_value_list_becomes_samples_keyed_by_series() -> None:
+    (vl,) = parse_value_lists(_vl())
+    rx, tx = vl.samples()
+    assert (rx.ds_name, rx.value, rx.dstype) == ("rx", 1.5, "gauge")
+    assert (tx.ds_name, tx.value, tx.dstype) == ("tx", 2, "derive")
+    assert rx.series == ("interface", "eth0", "if_octets", "", "rx")
+    assert rx.time == 1700000000.25 and rx.interval == 10.0
+
+
+def test_nan_values_written_as_null_are_skipped_not_rejected() -> None:
+    (vl,) = parse_value_lists(_vl(values=[None, 3]))
+    assert [s.ds_name for s in vl.samples()] == ["tx"]
+
+
+def test_value_list_round_trips_through_its_json() -> None:
+    (vl,) = parse_value_lists(_vl())
+    assert parse_value_lists(orjson.dumps([vl.to_json()])) == [vl]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty message"),
+        (b"not json", "not JSON"),
+        (b"42", "must be a JSON array or object"),
+        (b"[]", "array is empty"),
+        (b"[1]", "expected an object"),
+        (_vl(host=...), "missing field 'host'"),
+        (_vl(host=""), "field 'host' is empty"),
+        (_vl(host=7), "field 'host' must be a string"),
+        (_vl(values=[1]), "'dsnames' must be an array as long as 'values'"),
+        (_vl(values=["1", 2]), "'values' must hold numbers or null"),
+        (_vl(interval=0), "'interval' must be positive"),
+        (_vl(time="yesterday"), "field 'time' must be a number"),
+        (_vl(plugin="p" * 5000), "limit 1024"),
+        (b"[" * 50 + b"]" * 50, "nested deeper"),
+        (b" " * (MAX_MESSAGE_BYTES + 1), "exceeds the"),
+    ],
+)
+def test_malformed_value_lists_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(MalformedInput) as excinfo:
+        parse_value_lists(raw)
+    assert reason in excinfo.value.reason
+
+
+def test_one_bad_element_rejects_the_whole_message() -> None:
+    good = orjson.loads(_vl())[0]
+    with pytest.raises(MalformedInput, match="value list 1"):
+        parse_value_lists(orjson.dumps([good, {"values": [1]}]))
+
+
+def test_invalid_utf8_in_a_name_is_kept_as_a_replacement_character() -> None:
+    raw = _vl(host="HOST").replace(b"HOST", b"h\xff{0}")
+    (vl,) = parse_value_lists(raw)
+    assert vl.host == "h\ufffd{0}"
+
+
+def test_collectd_json_notifications_are_read_in_the_legacy_model() -> None:
+    lines = (FIXTURES / "compute-0.notifications.jsonl").read_bytes().splitlines()
+    notes = [n for line in lines for n in parse_notifications(line)]
+    assert len(notes) == 11
+    memory = notes[0]
+    assert (memory.host, memory.plugin, memory.plugin_instance, memory.type, memory.type_instance) == (
+        "compute-0",
+        "memory",
+        "",
+        "memory",
+        "free",
+    )
+    assert memory.severity == "NOTIF_WARNING"
+    assert memory.meta["DataSource"] == "value"
+    assert {n.severity for n in notes} == {"NOTIF_WARNING", "NOTIF_OKAY", "NOTIF_FAILURE"}
+    assert all(n.plugin == "load" and n.type == "load" for n in notes[1:])
+    # startsAt 2026-11-21T22:32:16.027730861Z, nanoseconds truncated to microseconds
+    assert memory.time == pytest.approx(1795300336.02773, abs=1e-6)
+
+
+def test_labels_alone_identify_plugin_instance_and_type_instance() -> None:
+    note = {
+        "labels": {
+            "alertname": "collectd_interface_if_octets",
+            "instance": "h1",
+            "interface": "eth0",
+            "type": "rx",
+            "severity": "FAILURE",
+            "service": "collectd",
+        },
+        "annotations": {"summary": "link saturated"},
+        "startsAt": "2026-01-01T00:00:00Z",
+    }
+    (n,) = parse_notifications(orjson.dumps([note]))
+    assert (n.plugin, n.plugin_instance, n.type, n.type_instance) == ("interface", "eth0", "if_octets", "rx")
+    assert n.severity == "NOTIF_FAILURE"
+    assert n.message == "link saturated"
+
+
+def test_flat_legacy_notifications_are_accepted_as_barometer_published_them() -> None:
+    legacy = {
+        "host": "compute-1",
+        "plugin": "virt",
+        "plugin_instance": "vm-7",
+        "type": "domain_state",
+        "type_instance": "",
+        "severity": "NOTIF_FAILURE",
+        "message": "domain crashed",
+        "time": 1700000000.5,
+    }
+    assert parse_notifications(orjson.dumps(legacy)) == [
+        Notification("compute-1", "virt", "vm-7", "domain_state", "", "NOTIF_FAILURE", "domain crashed", 1700000000.5)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("note", "reason"),
+    [
+        ({"host": "h", "severity": "LOUD", "message": "m", "time": 1}, "unknown severity"),
+        ({"host": "h", "severity": "NOTIF_OKAY", "message": 5, "time": 1}, "'message' must be a string"),
+        ({"labels": {"severity": "OKAY"}, "annotations": {}, "startsAt": "2026-01-01T00:00:00Z"}, "'instance'"),
+        ({"labels": {"instance": "h", "severity": "OKAY"}, "annotations": {}, "startsAt": "soon"}, "not RFC 3339"),
+    ],
+)
+def test_malformed_notifications_are_refused_with_a_reason(note: dict[str, object], reason: str) -> None:
+    with pytest.raises(MalformedInput) as excinfo:
+        parse_notifications(orjson.dumps(note))
+    assert reason in excinfo.value.reason
