@@ -94,14 +94,14 @@ class CollectdConfig:
             "</Plugin>",
         ]
         if self.notification_url:
-            failure = f"      FailureMax {self.load_failure_max}" if self.load_failure_max is not None else ""
+            failure = f"      FailureMax {self.load_failure_max:.9f}" if self.load_failure_max is not None else ""
             lines += [
                 "LoadPlugin threshold",
                 "<Plugin threshold>",
                 '  <Plugin "load">',
                 '    <Type "load">',
                 '      DataSource "shortterm"',
-                f"      WarningMax {self.load_warning_max}",
+                f"      WarningMax {self.load_warning_max:.9f}",
                 *([failure] if failure else []),
                 "      Persist true",
                 "    </Type>",
