@@ -1,0 +1,180 @@
+"""Batching: one domain per batch, per-key order, count/byte/linger limits, oversize rejection."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import orjson
+import pytest
+
+from ves_streams.sink.batching import (
+    OPEN_BUDGET,
+    Batch,
+    BatchLimits,
+    Batcher,
+    batch_body,
+    batch_body_size,
+    single_body,
+)
+from ves_streams.sink.errors import SinkConfigError
+
+from tests.sink.events import record
+
+
+def _ids(batch: Batch) -> list[str | None]:
+    return [r.event_id for r in batch.records]
+
+
+def _drive(batcher: Batcher, records, now: float = 0.0) -> list[Batch]:
+    out: list[Batch] = []
+    for r in records:
+        sealed, rejected = batcher.add(r, now)
+        assert rejected is None
+        out.extend(sealed)
+    return out + batcher.flush()
+
+
+def test_batch_holds_one_domain_only() -> None:
+    batcher = Batcher(BatchLimits(max_events=100))
+    records = [
+        record("measurement", "h1", 1),
+        record("heartbeat", "h2", 1),
+        record("measurement", "h3", 1),
+        record("heartbeat", "h4", 1),
+    ]
+    batches = _drive(batcher, records)
+    assert sorted((b.domain, tuple(_ids(b))) for b in batches) == [
+        ("heartbeat", ("h2-heartbeat-1", "h4-heartbeat-1")),
+        ("measurement", ("h1-measurement-1", "h3-measurement-1")),
+    ]
+    for b in batches:
+        assert {e["commonEventHeader"]["domain"] for e in orjson.loads(b.body())["eventList"]} == {b.domain}
+
+
+def test_key_changing_domain_seals_its_earlier_batch_first() -> None:
+    batcher = Batcher(BatchLimits(max_events=100))
+    sealed, _ = batcher.add(record("measurement", "h1", 1), 0.0)
+    assert sealed == []
+    batcher.add(record("measurement", "h2", 1), 0.0)
+    sealed, _ = batcher.add(record("fault", "h1", 2), 0.0)
+    # h1's measurement must reach the collector before h1's fault.
+    assert [(b.domain, _ids(b)) for b in sealed] == [("measurement", ["h1-measurement-1", "h2-measurement-1"])]
+    rest = batcher.flush()
+    assert [(b.domain, _ids(b)) for b in rest] == [("fault", ["h1-fault-2"])]
+
+
+def test_random_streams_keep_per_key_order_and_lose_nothing() -> None:
+    rng = random.Random(7)
+    domains = ["measurement", "heartbeat", "fault"]
+    hosts = [f"h{i}" for i in range(6)]
+    for trial in range(50):
+        limits = BatchLimits(max_events=rng.randint(1, 8), max_bytes=rng.randint(1200, 6000))
+        batcher = Batcher(limits)
+        seq = itertools.count(1)
+        stream = [record(rng.choice(domains), rng.choice(hosts), next(seq), offset=i) for i in range(200)]
+        delivered: list[Batch] = []
+        for i, r in enumerate(stream):
+            sealed, rejected = batcher.add(r, now=i * 0.01)
+            assert rejected is None
+            delivered.extend(sealed)
+            delivered.extend(batcher.due(now=i * 0.01))
+        delivered.extend(batcher.flush())
+        flat = [r for b in delivered for r in b.records]
+        assert sorted(r.offset for r in flat) == list(range(200)), "every record exactly once"
+        for host in hosts:
+            seen = [r.offset for r in flat if r.key == host.encode()]
+            assert seen == sorted(seen), f"trial {trial}: {host} out of order"
+        for b in delivered:
+            assert {r.domain for r in b.records} == {b.domain}
+            assert len(b) <= limits.max_events
+            assert len(b.body()) <= limits.max_bytes
+
+
+def test_count_limit_seals_a_full_batch_at_once() -> None:
+    batcher = Batcher(BatchLimits(max_events=3))
+    sealed_all = []
+    for i in range(7):
+        sealed, _ = batcher.add(record("measurement", f"h{i}", i), 0.0)
+        sealed_all.extend(sealed)
+    assert [len(b) for b in sealed_all] == [3, 3]
+    assert [len(b) for b in batcher.flush()] == [1]
+
+
+def test_byte_limit_splits_a_batch_and_body_size_is_exact() -> None:
+    one = record("measurement", "h0", 0)
+    limit = batch_body_size(3, 3 * len(one.event_json))
+    batcher = Batcher(BatchLimits(max_events=100, max_bytes=limit))
+    records = [record("measurement", f"h{i}", 0) for i in range(7)]
+    assert all(len(r.event_json) == len(one.event_json) for r in records)
+    batches = _drive(batcher, records)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert len(batches[0].body()) == limit
+    assert [r.event_id for b in batches for r in b.records] == [r.event_id for r in records]
+
+
+def test_event_larger_than_the_limit_is_rejected_not_sent() -> None:
+    batcher = Batcher(BatchLimits(max_bytes=2048))
+    small = record("fault", "h1", 1)
+    big = record("fault", "h1", 2, padding=4096)
+    batcher.add(small, 0.0)
+    sealed, rejected = batcher.add(big, 0.0)
+    assert sealed == []
+    assert rejected is not None and rejected.record is big
+    assert "too large" in rejected.reason and "2048" in rejected.reason
+    assert [_ids(b) for b in batcher.flush()] == [["h1-fault-1"]]
+
+
+def test_oversize_rejected_when_batching_is_off_too() -> None:
+    batcher = Batcher(BatchLimits(enabled=False, max_bytes=1024))
+    sealed, rejected = batcher.add(record("fault", "h1", 1, padding=2048), 0.0)
+    assert sealed == [] and rejected is not None
+
+
+def test_linger_seals_a_batch_after_its_first_record_waits_long_enough() -> None:
+    batcher = Batcher(BatchLimits(linger_ms=200))
+    batcher.add(record("measurement", "h1", 1), now=10.0)
+    batcher.add(record("measurement", "h2", 1), now=10.15)
+    assert batcher.next_deadline() == pytest.approx(10.2)
+    assert batcher.due(10.19) == []
+    due = batcher.due(10.2)
+    assert [_ids(b) for b in due] == [["h1-measurement-1", "h2-measurement-1"]]
+    assert batcher.next_deadline() is None and batcher.buffered_events == 0
+
+
+def test_batching_off_sends_each_event_alone_as_single_event_body() -> None:
+    batcher = Batcher(BatchLimits(enabled=False))
+    r = record("heartbeat", "h1", 1)
+    sealed, rejected = batcher.add(r, 0.0)
+    assert rejected is None and len(sealed) == 1 and sealed[0].single
+    assert orjson.loads(sealed[0].body()) == {"event": orjson.loads(r.event_json)}
+    assert batcher.buffered_events == 0
+
+
+def test_open_batches_are_bounded_across_domains() -> None:
+    limits = BatchLimits(max_events=5, max_bytes=1024 * 1024, linger_ms=10_000)
+    batcher = Batcher(limits)
+    domains = ["measurement", "heartbeat", "fault"]
+    for i in range(1000):
+        batcher.add(record(domains[i % 3], f"h{i}", i), 0.0)
+        assert batcher.buffered_events <= OPEN_BUDGET * limits.max_events
+    assert batcher.room() >= 1
+
+
+def test_bodies_are_the_ves_envelopes() -> None:
+    a, b = record("fault", "h1", 1), record("fault", "h2", 2)
+    assert orjson.loads(batch_body((a, b))) == {"eventList": [orjson.loads(a.event_json), orjson.loads(b.event_json)]}
+    assert orjson.loads(single_body(a)) == {"event": orjson.loads(a.event_json)}
+    assert len(batch_body((a, b))) == batch_body_size(2, len(a.event_json) + len(b.event_json))
+
+
+def test_one_by_one_keeps_order_as_single_requests() -> None:
+    batch = Batch("fault", (record("fault", "h1", 1), record("fault", "h1", 2)))
+    singles = batch.one_by_one()
+    assert [(s.single, _ids(s)) for s in singles] == [(True, ["h1-fault-1"]), (True, ["h1-fault-2"])]
+
+
+@pytest.mark.parametrize("kwargs", [{"max_events": 0}, {"max_bytes": 10}, {"linger_ms": -1}])
+def test_invalid_limits_are_refused_naming_the_setting(kwargs: dict[str, int]) -> None:
+    with pytest.raises(SinkConfigError, match="sink"):
+        BatchLimits(**kwargs)

@@ -1,0 +1,93 @@
+"""Reading ves-events records, dead-letter records, and the commit watermark."""
+
+from __future__ import annotations
+
+import orjson
+
+from ves_streams.sink.offsets import OffsetTracker
+from ves_streams.sink.records import Malformed, SinkRecord, dead_letter, parse_record
+
+from tests.sink.events import event, kafka_headers, kafka_value
+
+
+def _parse(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> SinkRecord | Malformed:
+    return parse_record(topic="t", partition=1, offset=5, key=b"h1", value=value, headers=headers or [])
+
+
+def test_domain_and_id_come_from_headers_when_present() -> None:
+    ev = event("fault", "h1", 3)
+    parsed = _parse(kafka_value(ev), [("ves-domain", b"fault"), ("ves-event-id", b"id-from-header")])
+    assert isinstance(parsed, SinkRecord)
+    assert (parsed.domain, parsed.event_id) == ("fault", "id-from-header")
+    assert orjson.loads(parsed.event_json) == ev
+
+
+def test_domain_and_id_come_from_the_event_when_headers_are_absent() -> None:
+    parsed = _parse(kafka_value(event("heartbeat", "h1", 3)))
+    assert isinstance(parsed, SinkRecord)
+    assert (parsed.domain, parsed.event_id) == ("heartbeat", "h1-heartbeat-3")
+
+
+def test_malformed_records_get_a_reason_and_never_raise() -> None:
+    cases = {
+        None: "empty",
+        b"": "empty",
+        b"{not json": "not JSON",
+        b"[1, 2]": '{"event"',
+        b'{"events": {}}': '{"event"',
+        b'{"event": {"commonEventHeader": {}}}': "no domain",
+        b'{"event": {"commonEventHeader": {"domain": 7}}}': "no domain",
+        b"\xff\xfe": "not JSON",
+    }
+    for value, words in cases.items():
+        parsed = _parse(value)
+        assert isinstance(parsed, Malformed), value
+        assert words in parsed.reason, (value, parsed.reason)
+
+
+def test_dead_letter_keeps_value_key_headers_and_says_why() -> None:
+    ev = event("fault", "h1", 3)
+    parsed = parse_record(
+        topic="ves-events", partition=2, offset=9, key=b"h1", value=kafka_value(ev), headers=kafka_headers(ev)
+    )
+    assert isinstance(parsed, SinkRecord)
+    letter = dead_letter(
+        parsed, reason="refused", status=400, body='{"requestError": 1}', url="https://u:pw@ves/eventListener/v7"
+    )
+    headers = dict(letter.headers)
+    assert letter.value == kafka_value(ev) and letter.key == b"h1"
+    assert headers["ves-domain"] == b"fault"
+    assert headers["ves-dlq-status"] == b"400"
+    assert headers["ves-dlq-body"] == b'{"requestError": 1}'
+    assert headers["ves-dlq-source"] == b"ves-events/2/9"
+    assert headers["ves-dlq-url"] == b"https://***@ves/eventListener/v7"
+    again = dead_letter(parsed.__class__(**{**_fields(parsed), "headers": letter.headers}), reason="again")
+    assert [k for k, _ in again.headers].count("ves-dlq-reason") == 1
+
+
+def _fields(record: SinkRecord) -> dict[str, object]:
+    return {name: getattr(record, name) for name in record.__slots__}  # type: ignore[attr-defined]
+
+
+def test_commit_point_is_the_contiguous_finished_prefix_per_partition() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    for offset in (10, 11, 12, 13):
+        tracker.consumed("p0", offset)
+    tracker.consumed("p1", 3)
+    tracker.finished("p0", 12)
+    tracker.finished("p0", 11)
+    assert tracker.committable() == {}
+    tracker.finished("p0", 10)
+    assert tracker.committable() == {"p0": 13}
+    tracker.committed({"p0": 13})
+    assert tracker.committable() == {}
+    tracker.finished("p1", 3)
+    tracker.finished("p0", 13)
+    assert tracker.committable() == {"p0": 14, "p1": 4}
+    assert tracker.in_flight() == 0
+
+
+def test_unknown_offsets_are_ignored() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    tracker.finished("p0", 1)
+    assert tracker.committable() == {}

@@ -1,0 +1,172 @@
+"""HTTP(S) to the VES collector with ``requests``, without ever blocking the event loop.
+
+``requests`` is synchronous, so every request runs on one dedicated worker
+thread (:class:`concurrent.futures.ThreadPoolExecutor` with one thread, owned
+by :class:`VesHttpClient`), and the coroutine awaits it. One thread is
+enough and is what keeps the order guarantee simple: the sink has at most
+one request in flight. The ``requests.Session`` (connection pool, Basic
+auth, TLS settings) is created on that thread and only used there.
+
+Not the loop's default executor: Faust and aiokafka may use it too, and a
+collector stuck until its timeout must not starve them.
+
+Cancelling :meth:`VesHttpClient.post` (the service stopping) returns at once;
+the request already on the wire finishes on the worker thread within the
+configured timeouts and its answer is dropped (the events were not
+committed, so they are delivered again after a restart: at-least-once).
+
+What :meth:`post` guarantees: it returns an :class:`HttpAnswer` for any HTTP
+response (classifying it is :func:`ves_streams.sink.retry.classify_response`'s
+job) and raises :class:`TransientDeliveryError` for every failure without a
+response (refused, reset, timeout, TLS failure), with the message scrubbed
+of the password and URL userinfo. Redirects are not followed: a POST
+redirected to a GET would silently lose events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import requests
+
+from ves_streams.sink.config import CollectorConfig
+from ves_streams.sink.errors import SinkConfigError, TransientDeliveryError, scrub
+
+__all__ = ["HttpAnswer", "VesHttpClient", "RESPONSE_BODY_LIMIT"]
+
+#: Bytes of a response body read and kept; VES answers are small JSON.
+RESPONSE_BODY_LIMIT = 16 * 1024
+
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """What the collector answered: status, the start of the body, the Retry-After header."""
+
+    status: int
+    body: str
+    retry_after: str | None
+    elapsed: float
+
+
+class VesHttpClient:
+    """POSTs VES request bodies to collector URLs; see the module docstring.
+
+    Use :meth:`start` before :meth:`post` and :meth:`close` at the end (the
+    sink service does both in ``on_start``/``on_stop``).
+    """
+
+    def __init__(self, config: CollectorConfig, *, extra_secrets: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self._secrets = config.secrets() + extra_secrets
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+
+    def check_files(self) -> None:
+        """Raise :class:`SinkConfigError` when a configured CA bundle, cert or key file is missing."""
+        for name, path in (
+            ("CA bundle (VES_STREAMS_COLLECTOR_CA_BUNDLE)", self.config.ca_bundle),
+            ("client cert (VES_STREAMS_COLLECTOR_CLIENT_CERT)", self.config.client_cert),
+            ("client key (VES_STREAMS_COLLECTOR_CLIENT_KEY)", self.config.client_key),
+        ):
+            if path and not os.path.exists(path):
+                raise SinkConfigError(f"collector {name} {path!r}: no such file")
+
+    async def start(self) -> None:
+        """Check TLS files and start the worker thread."""
+        self.check_files()
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ves-sink-http")
+
+    async def close(self) -> None:
+        """Stop the worker thread (without waiting for a request in flight) and close the session."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        executor.submit(self._close_sessions)
+        executor.shutdown(wait=False, cancel_futures=False)
+
+    async def post(self, url: str, body: bytes) -> HttpAnswer:
+        """POST ``body`` to ``url``; an answer for any HTTP status, TransientDeliveryError otherwise."""
+        if self._executor is None:
+            raise RuntimeError("VesHttpClient.post() before start()")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(self._post_blocking, url, body))
+
+    # -- the worker thread ------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            cfg = self.config
+            session = requests.Session()
+            if cfg.username is not None:
+                password = cfg.password.reveal() if cfg.password is not None else ""
+                session.auth = requests.auth.HTTPBasicAuth(cfg.username, password)
+            session.verify = cfg.ca_bundle if cfg.ca_bundle else True
+            if cfg.client_cert:
+                session.cert = (cfg.client_cert, cfg.client_key) if cfg.client_key else cfg.client_cert
+            self._local.session = session
+            self._sessions.append(session)
+        return session
+
+    def _close_sessions(self) -> None:
+        for session in self._sessions:
+            session.close()
+        self._sessions.clear()
+        self._local = threading.local()
+
+    def _post_blocking(self, url: str, body: bytes) -> HttpAnswer:
+        cfg = self.config
+        started = time.monotonic()
+        try:
+            response = self._session().post(
+                url,
+                data=body,
+                headers=_HEADERS,
+                timeout=(cfg.connect_timeout, cfg.timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_content(chunk_size=4096):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size >= RESPONSE_BODY_LIMIT:
+                        break
+                raw = b"".join(chunks)[:RESPONSE_BODY_LIMIT]
+            finally:
+                response.close()
+        except requests.exceptions.SSLError as exc:
+            raise self._transient("TLS with the collector failed", url, exc) from None
+        except requests.exceptions.Timeout as exc:
+            raise self._transient(
+                f"collector did not answer in time (connect {cfg.connect_timeout}s, read {cfg.timeout}s)", url, exc
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise self._transient("cannot reach the collector", url, exc) from None
+        except requests.exceptions.RequestException as exc:
+            raise self._transient("request to the collector failed", url, exc) from None
+        except OSError as exc:
+            raise self._transient("request to the collector failed", url, exc) from None
+        text = raw.decode(response.encoding or "utf-8", errors="replace")
+        return HttpAnswer(
+            status=response.status_code,
+            body=scrub(text, self._secrets),
+            retry_after=response.headers.get("Retry-After"),
+            elapsed=time.monotonic() - started,
+        )
+
+    def _transient(self, what: str, url: str, exc: BaseException) -> TransientDeliveryError:
+        detail = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+        return TransientDeliveryError(f"{what}: {detail}", url=url)

@@ -1,0 +1,344 @@
+"""Everything the sink needs, in one frozen object checked once at construction.
+
+:class:`SinkConfig` groups the settings by who uses them: the Kafka side
+(flat: servers, group, topics, :class:`KafkaSecurity`), the collector
+(:class:`CollectorConfig`: URLs, credentials, TLS, timeouts, VES version),
+batching (:class:`~ves_streams.sink.batching.BatchLimits`) and retries
+(:class:`~ves_streams.sink.retry.RetryPolicy`). Every invalid value raises
+:class:`~ves_streams.sink.errors.SinkConfigError` naming the setting.
+
+Secrets (the collector password, a SASL password) are :class:`Secret`: their
+``repr``/``str`` are ``'***'``, so a config can be printed or logged whole.
+URLs must not carry credentials (``https://user:pw@host``): they are
+refused, with the URL scrubbed, so credentials only ever live in
+:class:`Secret`.
+
+:meth:`SinkConfig.from_settings` maps the project's settings object
+(``ves_streams.settings``) onto this one; it reads attributes only, never the
+environment.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from ves_streams.sink.batching import BatchLimits
+from ves_streams.sink.errors import SinkConfigError, scrub_url
+from ves_streams.sink.retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT_DLQ_TOPIC",
+    "DEFAULT_EVENTS_TOPIC",
+    "CollectorConfig",
+    "KafkaSecurity",
+    "Secret",
+    "SinkConfig",
+    "VesVersion",
+]
+
+DEFAULT_EVENTS_TOPIC = "ves-events"
+DEFAULT_DLQ_TOPIC = "ves-events-dlq"
+
+VesVersion = Literal["5", "7"]
+
+_LISTENER_SUFFIX = re.compile(r"/eventListener(?:/v[0-9.]+(?:/eventBatch)?)?/?$")
+
+
+class Secret:
+    """A string that never prints: ``repr``/``str`` are ``'***'``; :meth:`reveal` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself; call only where it is sent, never where it is logged."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _secret(value: Secret | str | None) -> Secret | None:
+    if value is None or isinstance(value, Secret):
+        return value
+    return Secret(value) if value else None
+
+
+def _normalize_version(value: object) -> VesVersion:
+    text = str(value).strip().lower().lstrip("v")
+    major = text.split(".", 1)[0]
+    if major == "5":
+        return "5"
+    if major == "7":
+        return "7"
+    raise SinkConfigError(f"VES version {value!r} is not supported by the sink: use 7 or 5")
+
+
+def _base_url(setting: str, url: str) -> str:
+    """Check a collector URL and strip any event-listener path the user included."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SinkConfigError(f"{setting} {scrub_url(url)!r}: must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise SinkConfigError(
+            f"{setting} {scrub_url(url)!r}: must not contain credentials; "
+            "set VES_STREAMS_COLLECTOR_USERNAME and VES_STREAMS_COLLECTOR_PASSWORD instead"
+        )
+    if parts.query or parts.fragment:
+        raise SinkConfigError(f"{setting} {url!r}: must not have a query or fragment")
+    return _LISTENER_SUFFIX.sub("", url.rstrip("/"))
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    """Where and how the sink talks HTTP(S) to the VES collector.
+
+    ``url`` is the collector's base URL (``https://ves.example:8443``, or
+    with a path prefix); the sink appends ``/eventListener/v7[/eventBatch]``.
+    A URL that already ends in an event-listener path is accepted and the
+    path removed. ``ca_bundle`` verifies the server (system trust store when
+    None); ``client_cert``/``client_key`` enable mutual TLS.
+    """
+
+    url: str
+    backup_url: str | None = None
+    username: str | None = None
+    password: Secret | None = field(default=None, repr=False)
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    #: Seconds to wait for the collector's answer (read timeout).
+    timeout: float = 10.0
+    #: Seconds to wait for the TCP/TLS connection.
+    connect_timeout: float = 5.0
+    ves_version: VesVersion = "7"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", _base_url("collector URL (VES_STREAMS_COLLECTOR_URL)", self.url))
+        if self.backup_url:
+            object.__setattr__(
+                self,
+                "backup_url",
+                _base_url("collector backup URL (VES_STREAMS_COLLECTOR_BACKUP_URL)", self.backup_url),
+            )
+        else:
+            object.__setattr__(self, "backup_url", None)
+        object.__setattr__(self, "password", _secret(self.password))
+        object.__setattr__(self, "ves_version", _normalize_version(self.ves_version))
+        if self.password is not None and not self.username:
+            raise SinkConfigError(
+                "collector password is set but the username is not (VES_STREAMS_COLLECTOR_USERNAME)"
+            )
+        if self.client_key and not self.client_cert:
+            raise SinkConfigError("collector client key is set without a client cert (VES_STREAMS_COLLECTOR_CLIENT_CERT)")
+        for name, value in (("timeout", self.timeout), ("connect timeout", self.connect_timeout)):
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise SinkConfigError(f"collector {name} must be a positive number of seconds, got {value!r}")
+
+    def batch_url(self, base: str) -> str:
+        """The eventBatch URL on ``base`` (the primary or the backup)."""
+        return f"{base}/eventListener/v{self.ves_version}/eventBatch"
+
+    def single_url(self, base: str) -> str:
+        """The single-event URL on ``base``."""
+        return f"{base}/eventListener/v{self.ves_version}"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Strings to mask in any message: the password (the username is not secret)."""
+        return (self.password.reveal(),) if self.password is not None else ()
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """Kafka client security options, passed through to aiokafka (consumer and DLQ producer).
+
+    ``security_protocol`` is one of PLAINTEXT, SSL, SASL_PLAINTEXT,
+    SASL_SSL; the ``ssl_*`` files build the client's SSL context.
+    """
+
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: Secret | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sasl_plain_password", _secret(self.sasl_plain_password))
+        allowed = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        if self.security_protocol not in allowed:
+            raise SinkConfigError(f"Kafka security protocol {self.security_protocol!r}: use one of {', '.join(allowed)}")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``AIOKafkaConsumer``/``AIOKafkaProducer``."""
+        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            kwargs["ssl_context"] = context
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_plain_username is not None:
+            kwargs["sasl_plain_username"] = self.sasl_plain_username
+        if self.sasl_plain_password is not None:
+            kwargs["sasl_plain_password"] = self.sasl_plain_password.reveal()
+        return kwargs
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.sasl_plain_password.reveal(),) if self.sasl_plain_password is not None else ()
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """The sink's whole configuration; see the module docstring.
+
+    ``group_id`` defaults to ``<app id>-sink`` when built by
+    :meth:`from_settings`; it is a consumer group of its own, so delivery
+    lags and scales independently of processing.
+    """
+
+    bootstrap_servers: str
+    collector: CollectorConfig
+    group_id: str = "ves-streams-sink"
+    events_topic: str = DEFAULT_EVENTS_TOPIC
+    dlq_topic: str = DEFAULT_DLQ_TOPIC
+    batching: BatchLimits = field(default_factory=BatchLimits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    #: Where a new consumer group starts: "earliest" so events produced before the sink first ran are delivered.
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers:
+            raise SinkConfigError("Kafka bootstrap servers (VES_STREAMS_BROKER) must not be empty")
+        if not self.group_id:
+            raise SinkConfigError("sink consumer group id must not be empty")
+        if not self.events_topic or not self.dlq_topic:
+            raise SinkConfigError("sink events topic and DLQ topic must not be empty")
+        if self.events_topic == self.dlq_topic:
+            raise SinkConfigError(f"sink DLQ topic must differ from the events topic ({self.events_topic!r})")
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise SinkConfigError(f"sink auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}")
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret string, for scrubbing messages."""
+        return self.collector.secrets() + self.kafka_security.secrets()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SinkConfig:
+        """Build the sink's config from the project's settings object (attributes only, no environment).
+
+        Attribute names read (each optional but ``collector_url`` and
+        ``broker``; a missing one keeps this class's default):
+        ``app_id`` (group id ``<app_id>-sink``), ``broker``,
+        ``ves_events_topic``, ``ves_events_dlq_topic``, ``collector_url``,
+        ``collector_backup_url``, ``collector_username``,
+        ``collector_password``, ``collector_ca_bundle``,
+        ``collector_client_cert``, ``collector_client_key``,
+        ``collector_timeout``, ``ves_version``, ``sink_batching``,
+        ``sink_batch_max_events``, ``sink_batch_max_bytes``,
+        ``sink_linger_ms``, ``sink_retry_max``,
+        ``sink_retry_initial_backoff``, ``sink_retry_max_backoff``, and the
+        Kafka security options ``kafka_security_protocol``,
+        ``kafka_sasl_mechanism``, ``kafka_sasl_username``,
+        ``kafka_sasl_password``, ``kafka_ssl_cafile``, ``kafka_ssl_certfile``,
+        ``kafka_ssl_keyfile``.
+        """
+
+        def get(name: str, default: Any = None) -> Any:
+            value = getattr(settings, name, None)
+            return default if value is None else value
+
+        def reveal(value: Any) -> Secret | None:
+            if value is None:
+                return None
+            if hasattr(value, "reveal"):
+                value = value.reveal()
+            elif hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            return _secret(str(value))
+
+        url = get("collector_url")
+        if not url:
+            raise SinkConfigError("collector URL (VES_STREAMS_COLLECTOR_URL) is not set")
+        batch_defaults = BatchLimits()
+        retry_defaults = RetryPolicy()
+        collector_defaults_timeout = 10.0
+        app_id = get("app_id", "ves-streams")
+        return cls(
+            bootstrap_servers=_servers(get("broker", "")),
+            group_id=f"{app_id}-sink",
+            events_topic=get("ves_events_topic", DEFAULT_EVENTS_TOPIC),
+            dlq_topic=get("ves_events_dlq_topic", DEFAULT_DLQ_TOPIC),
+            collector=CollectorConfig(
+                url=str(url),
+                backup_url=_opt_str(get("collector_backup_url")),
+                username=_opt_str(get("collector_username")),
+                password=reveal(get("collector_password")),
+                ca_bundle=_opt_str(get("collector_ca_bundle")),
+                client_cert=_opt_str(get("collector_client_cert")),
+                client_key=_opt_str(get("collector_client_key")),
+                timeout=float(get("collector_timeout", collector_defaults_timeout)),
+                ves_version=get("ves_version", "7"),
+            ),
+            batching=BatchLimits(
+                enabled=bool(get("sink_batching", batch_defaults.enabled)),
+                max_events=int(get("sink_batch_max_events", batch_defaults.max_events)),
+                max_bytes=int(get("sink_batch_max_bytes", batch_defaults.max_bytes)),
+                linger_ms=int(get("sink_linger_ms", batch_defaults.linger_ms)),
+            ),
+            retry=RetryPolicy(
+                initial_backoff=float(get("sink_retry_initial_backoff", retry_defaults.initial_backoff)),
+                max_backoff=float(get("sink_retry_max_backoff", retry_defaults.max_backoff)),
+                max_attempts=int(get("sink_retry_max", retry_defaults.max_attempts)),
+            ),
+            kafka_security=KafkaSecurity(
+                security_protocol=str(get("kafka_security_protocol", "PLAINTEXT")),
+                sasl_mechanism=_opt_str(get("kafka_sasl_mechanism")),
+                sasl_plain_username=_opt_str(get("kafka_sasl_username")),
+                sasl_plain_password=reveal(get("kafka_sasl_password")),
+                ssl_cafile=_opt_str(get("kafka_ssl_cafile")),
+                ssl_certfile=_opt_str(get("kafka_ssl_certfile")),
+                ssl_keyfile=_opt_str(get("kafka_ssl_keyfile")),
+            ),
+        )
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _servers(value: Any) -> str:
+    """``"a:9092,b:9092"``, a list of servers, or a ``kafka://`` URL (Faust's form) -> ``"a:9092,b:9092"``."""
+    items = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).split(";")
+    out: list[str] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if "://" in part:
+                part = part.split("://", 1)[1]
+            if part:
+                out.append(part)
+    return ",".join(out)

@@ -1,0 +1,253 @@
+"""Deliver one batch: retries, failover to the backup URL, and event-by-event fallback.
+
+:meth:`BatchDelivery.deliver` takes a sealed :class:`~ves_streams.sink.batching.Batch`
+and does not return until every record in it is either accepted by a
+collector or refused with a reason for the dead-letter topic (or the caller
+says the batch is no longer wanted: a consumer rebalance). What it guarantees:
+
+* **Transient failures never lose or reorder events.** The same request is
+  retried (same body, same order) after the :class:`RetryPolicy`'s wait, on
+  the URL the :class:`EndpointSchedule` picks; forever unless
+  ``max_attempts`` is set, in which case the records are refused as
+  ``exhausted``.
+* **A refused batch costs only its bad events.** ONAP refuses a whole
+  ``eventList`` for one bad event, so when a batch of more than one event is
+  refused (any permanent 4xx) its events are re-sent one by one as single
+  events, in order; only those refused alone are dead-lettered.
+* **Waiting never blocks the loop.** Waits go through the injected ``wait``
+  coroutine (the service keeps its consumer group membership alive there);
+  cancelling ``deliver`` cancels the wait.
+
+Clocks, randomness and the wait are injected so tests can drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random as _random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ves_streams.sink import metrics
+from ves_streams.sink.batching import Batch
+from ves_streams.sink.client import VesHttpClient
+from ves_streams.sink.config import CollectorConfig
+from ves_streams.sink.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from ves_streams.sink.records import SinkRecord
+from ves_streams.sink.retry import EndpointSchedule, RetryPolicy, classify_response, is_endpoint_error
+
+__all__ = ["BatchDelivery", "DeliveryReport", "Refusal"]
+
+logger = logging.getLogger(__name__)
+
+#: While one request keeps failing, log a retry line at most this often (seconds).
+_RETRY_LOG_EVERY = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A record that will not be delivered: why, and the collector's answer if there was one."""
+
+    record: SinkRecord
+    #: ``refused`` (a 4xx for this event) or ``exhausted`` (max attempts used up).
+    kind: str
+    message: str
+    status: int | None
+    body: str | None
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """The fate of every record of a batch: accepted, or refused (to dead-letter)."""
+
+    delivered: tuple[SinkRecord, ...]
+    refused: tuple[Refusal, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Exhausted:
+    error: TransientDeliveryError
+    attempts: int
+
+
+class BatchDelivery:
+    """Sends batches with retries and failover; see the module docstring.
+
+    One instance lives as long as the sink service, so the endpoint schedule
+    (is the primary down?) carries over from batch to batch.
+    """
+
+    def __init__(
+        self,
+        collector: CollectorConfig,
+        policy: RetryPolicy,
+        client: VesHttpClient,
+        *,
+        wait: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.collector = collector
+        self.policy = policy
+        self.client = client
+        self.schedule = EndpointSchedule(collector.url, collector.backup_url, policy.failback_after)
+        self._wait = wait
+        self._clock = clock
+        self._wallclock = wallclock
+        self._random = random
+
+    async def deliver(self, batch: Batch, *, wanted: Callable[[], bool] = lambda: True) -> DeliveryReport | None:
+        """Deliver ``batch``; None if ``wanted()`` turned False before it was done (nothing is reported then)."""
+        outcome = await self._send(batch, wanted)
+        if outcome is None:
+            return None
+        if isinstance(outcome, _Accepted):
+            self._accepted(batch)
+            return DeliveryReport(batch.records, ())
+        if isinstance(outcome, _Exhausted):
+            return DeliveryReport((), tuple(self._refusal(r, "exhausted", outcome.error) for r in batch.records))
+        if len(batch) == 1:
+            return DeliveryReport((), (self._refusal(batch.records[0], "refused", outcome),))
+        logger.warning(
+            "collector refused a batch of %d %s events with %s; re-sending them one by one "
+            "so only the refused ones are dead-lettered",
+            len(batch),
+            batch.domain,
+            outcome.status,
+        )
+        delivered: list[SinkRecord] = []
+        refused: list[Refusal] = []
+        for single in batch.one_by_one():
+            result = await self._send(single, wanted)
+            if result is None:
+                return None
+            if isinstance(result, _Accepted):
+                self._accepted(single)
+                delivered.append(single.records[0])
+            elif isinstance(result, _Exhausted):
+                refused.append(self._refusal(single.records[0], "exhausted", result.error))
+            else:
+                refused.append(self._refusal(single.records[0], "refused", result))
+        return DeliveryReport(tuple(delivered), tuple(refused))
+
+    # -- one request, retried ---------------------------------------------
+
+    async def _send(
+        self, batch: Batch, wanted: Callable[[], bool]
+    ) -> _Accepted | PermanentDeliveryError | _Exhausted | None:
+        body = batch.body()
+        kind = "single" if batch.single else "batch"
+        metrics.BATCH_EVENTS.observe(len(batch))
+        metrics.BATCH_BYTES.observe(len(body))
+        attempts = 0
+        first_failure: float | None = None
+        last_log = -float("inf")
+        while True:
+            if not wanted():
+                return None
+            base = self.schedule.choose(self._clock())
+            endpoint = "primary" if base == self.schedule.primary else "backup"
+            url = self.collector.single_url(base) if batch.single else self.collector.batch_url(base)
+            error: TransientDeliveryError | PermanentDeliveryError | None
+            try:
+                answer = await self.client.post(url, body)
+            except TransientDeliveryError as exc:
+                error = exc
+                metrics.HTTP_RESPONSES.labels(code="none", endpoint=endpoint).inc()
+            else:
+                metrics.HTTP_RESPONSES.labels(code=str(answer.status), endpoint=endpoint).inc()
+                metrics.REQUEST_LATENCY.labels(endpoint=endpoint).observe(answer.elapsed)
+                error = classify_response(
+                    answer.status,
+                    body=answer.body,
+                    url=url,
+                    retry_after=answer.retry_after,
+                    now_epoch=self._wallclock(),
+                )
+            if error is None:
+                self.schedule.succeeded(base)
+                metrics.BATCHES.labels(kind=kind, outcome="accepted").inc()
+                self._set_endpoint(endpoint)
+                if attempts:
+                    logger.info(
+                        "collector %s accepted %d %s event(s) after %d failed attempt(s) over %.1fs",
+                        endpoint,
+                        len(batch),
+                        batch.domain,
+                        attempts,
+                        self._clock() - (first_failure or self._clock()),
+                    )
+                return _Accepted(url)
+            if isinstance(error, PermanentDeliveryError):
+                self.schedule.succeeded(base)
+                metrics.BATCHES.labels(kind=kind, outcome="refused").inc()
+                return error
+            attempts += 1
+            now = self._clock()
+            first_failure = now if first_failure is None else first_failure
+            metrics.BATCHES.labels(kind=kind, outcome="retried").inc()
+            metrics.RETRIES.labels(reason=_retry_reason(error)).inc()
+            self.schedule.failed(base, now, error.retry_after)
+            if self.policy.exhausted(attempts):
+                logger.error(
+                    "giving up on %d %s event(s) after %d attempts (sink retry max); dead-lettering them: %s",
+                    len(batch),
+                    batch.domain,
+                    attempts,
+                    error,
+                )
+                return _Exhausted(error, attempts)
+            following = self.schedule.choose(now)
+            failover = following != base and self.schedule.is_up(following, now)
+            delay = 0.0 if failover else self.policy.delay(attempts, error, self._random)
+            if now - last_log >= _RETRY_LOG_EVERY or failover:
+                last_log = now
+                log = logger.error if is_endpoint_error(error.status) else logger.warning
+                log(
+                    "delivery of %d %s event(s) to the %s collector failed (attempt %d): %s; %s",
+                    len(batch),
+                    batch.domain,
+                    endpoint,
+                    attempts,
+                    error,
+                    "trying the backup URL now" if failover else f"retrying in {delay:.2f}s",
+                )
+            if delay > 0:
+                await self._wait(delay)
+
+    # -- bookkeeping ------------------------------------------------------
+
+    def _accepted(self, batch: Batch) -> None:
+        now = self._wallclock()
+        for record in batch.records:
+            metrics.DELIVERED.labels(domain=record.domain).inc()
+            if record.timestamp_ms is not None:
+                metrics.END_TO_END_LATENCY.observe(max(0.0, now - record.timestamp_ms / 1000.0))
+
+    @staticmethod
+    def _refusal(record: SinkRecord, kind: str, error: DeliveryError) -> Refusal:
+        body = error.body if isinstance(error, PermanentDeliveryError) else None
+        return Refusal(record, kind, str(error), error.status, body, error.url)
+
+    def _set_endpoint(self, endpoint: str) -> None:
+        metrics.ENDPOINT_ACTIVE.labels(endpoint=endpoint).set(1)
+        metrics.ENDPOINT_ACTIVE.labels(endpoint="backup" if endpoint == "primary" else "primary").set(0)
+
+
+def _retry_reason(error: TransientDeliveryError) -> str:
+    if error.status is None:
+        return "network"
+    if error.status == 429:
+        return "throttled"
+    if is_endpoint_error(error.status):
+        return "endpoint"
+    return "unavailable"
