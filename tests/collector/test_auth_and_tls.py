@@ -98,3 +98,16 @@ def test_tls_cert_without_key_refuses_to_start(ves_collector_tls_files: TlsFiles
     )
     assert result.returncode == 2
     assert "--tls-cert and --tls-key go together" in result.stderr
+
+
+def test_mutual_tls_requires_a_client_certificate(
+    ves_collector_factory: Any, ves_collector_tls_files: TlsFiles, ves_collector_client_tls_files: TlsFiles
+) -> None:
+    client = ves_collector_client_tls_files
+    collector: VesCollector = ves_collector_factory(tls=ves_collector_tls_files, client_tls=client)
+    event = heartbeat7()
+    response = requests.post(collector.event_url(7), json={"event": event}, timeout=10, **collector.tls_kwargs())
+    assert response.status_code == 202
+    with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is a ConnectionError
+        requests.post(collector.event_url(7), json={"event": heartbeat7()}, verify=collector.verify, timeout=10)
+    assert collector.events() == [event]

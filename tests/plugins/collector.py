@@ -2,8 +2,10 @@
 
 * ``ves_collector``: plain HTTP, ``--control`` on, recording to a temporary file.
 * ``ves_collector_factory(...)``: the same with Basic auth and/or TLS (a
-  self-signed certificate made with the ``openssl`` CLI), ``--quiet``, extra
-  flags; every collector it starts is stopped at teardown.
+  self-signed certificate made with the ``openssl`` CLI,
+  ``ves_collector_tls_files``), client certificates
+  (``ves_collector_client_tls_files``), ``--quiet``, extra flags; every
+  collector it starts is stopped at teardown.
 
 The collector binds ``--port 0`` and the handle reads the bound port from its
 first output line, so parallel tests never race for a port. A collector is
@@ -29,7 +31,7 @@ import orjson
 import pytest
 import requests
 
-__all__ = ["VesCollector", "TlsFiles", "start_collector"]
+__all__ = ["VesCollector", "TlsFiles", "start_collector", "make_self_signed"]
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PASSWORD_ENV = "VES_STREAMS_COLLECTOR_PASSWORD"
@@ -64,12 +66,20 @@ class VesCollector:
     log: Path
     auth: tuple[str, str] | None = None
     ca_bundle: Path | None = None
+    client_cert: tuple[str, str] | None = None
     _returncode: int | None = field(default=None, repr=False)
 
     @property
     def verify(self) -> str | bool:
         """What to pass as ``requests``' ``verify=`` for this collector."""
         return str(self.ca_bundle) if self.ca_bundle is not None else True
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """``verify=`` (and ``cert=`` under mutual TLS) for a ``requests`` call to this collector."""
+        kwargs: dict[str, Any] = {"verify": self.verify}
+        if self.client_cert is not None:
+            kwargs["cert"] = self.client_cert
+        return kwargs
 
     def event_url(self, version: int | str = 7, topic: str | None = None) -> str:
         return f"{self.url}/eventListener/v{version}" + (f"/{topic}" if topic else "")
@@ -123,7 +133,7 @@ class VesCollector:
 
     def control(self, **command: Any) -> dict[str, Any]:
         """``POST /_control`` with ``command`` (e.g. ``status=503, seconds=60``); returns the faults now in force."""
-        response = requests.post(f"{self.url}/_control", json=command, verify=self.verify, timeout=10)
+        response = requests.post(f"{self.url}/_control", json=command, timeout=10, **self.tls_kwargs())
         if response.status_code != 200:
             raise ValueError(f"/_control refused {command}: {response.status_code} {response.text}")
         faults: dict[str, Any] = response.json()["faults"]
@@ -131,7 +141,7 @@ class VesCollector:
 
     def stats(self) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = requests.get(f"{self.url}/_stats", verify=self.verify, timeout=10).json()
+            result: dict[str, Any] = requests.get(f"{self.url}/_stats", timeout=10, **self.tls_kwargs()).json()
         except requests.RequestException as exc:
             return {"error": str(exc)}
         return result
@@ -161,6 +171,7 @@ def start_collector(
     username: str | None = None,
     password: str | None = None,
     tls: TlsFiles | None = None,
+    client_tls: TlsFiles | None = None,
     control: bool = True,
     quiet: bool = False,
     extra_args: Sequence[str] = (),
@@ -185,6 +196,8 @@ def start_collector(
         child_env[PASSWORD_ENV] = password
     if tls is not None:
         argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    if client_tls is not None:
+        argv += ["--tls-client-ca", str(client_tls.cert)]
     if control:
         argv.append("--control")
     if quiet:
@@ -213,10 +226,11 @@ def start_collector(
         log=log,
         auth=(username, password or "") if username is not None else None,
         ca_bundle=tls.cert if tls else None,
+        client_cert=(str(client_tls.cert), str(client_tls.key)) if client_tls else None,
     )
     while True:
         try:
-            if requests.get(f"{url}/healthcheck", verify=collector.verify, timeout=2).status_code == 200:
+            if requests.get(f"{url}/healthcheck", timeout=2, **collector.tls_kwargs()).status_code == 200:
                 return collector
         except requests.RequestException:
             pass
@@ -226,21 +240,32 @@ def start_collector(
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def ves_collector_tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """A self-signed EC certificate for ``localhost`` and ``127.0.0.1``, made once per session with ``openssl``."""
+def make_self_signed(directory: Path, common_name: str = "localhost") -> TlsFiles:
+    """A self-signed EC certificate (valid 2 days) for ``localhost`` and ``127.0.0.1``, made with ``openssl``."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("the openssl command is needed to make a test certificate (apt-get install openssl)")
-    directory = tmp_path_factory.mktemp("collector-tls")
+    directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={common_name}",
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
         check=True, capture_output=True,
     )
     return TlsFiles(cert=cert, key=key)
+
+
+@pytest.fixture(scope="session")
+def ves_collector_tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """The collector's server certificate; pass ``tls=`` it to the factory and use ``.cert`` as the CA bundle."""
+    return make_self_signed(tmp_path_factory.mktemp("collector-tls"), "localhost")
+
+
+@pytest.fixture(scope="session")
+def ves_collector_client_tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A client certificate for mutual TLS; pass it as ``client_tls=`` to the factory (its cert is the client CA)."""
+    return make_self_signed(tmp_path_factory.mktemp("collector-client-tls"), "ves-streams-sink")
 
 
 @pytest.fixture

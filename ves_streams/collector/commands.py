@@ -49,6 +49,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Co
         auth=auth,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
         control=args.control,
         quiet=args.quiet,
     ).checked()
@@ -94,6 +95,8 @@ def register(subparsers: Any) -> None:
                         help="environment variable holding the Basic auth password (default %(default)s)")
     parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
     parser.add_argument("--tls-key", type=Path, metavar="FILE", help="the PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", type=Path, metavar="FILE",
+                        help="require client certificates signed by this PEM CA bundle (mutual TLS)")
     parser.add_argument("--control", action="store_true",
                         help="enable POST /_control fault injection (503/429 windows, delays, refused event ids)")
     parser.add_argument("--quiet", action="store_true", help="no console line per event")

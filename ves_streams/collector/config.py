@@ -60,6 +60,7 @@ class CollectorConfig:
     auth: BasicAuthCredentials | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     control: bool = False
     quiet: bool = False
 
@@ -69,7 +70,13 @@ class CollectorConfig:
             raise CollectorConfigError(f"--port {self.port}: must be 0..65535 (0 picks a free port)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise CollectorConfigError("--tls-cert and --tls-key go together: give both or neither")
-        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise CollectorConfigError("--tls-client-ca needs --tls-cert and --tls-key (client certificates need TLS)")
+        for flag, path in (
+            ("--tls-cert", self.tls_cert),
+            ("--tls-key", self.tls_key),
+            ("--tls-client-ca", self.tls_client_ca),
+        ):
             if path is not None and not path.is_file():
                 raise CollectorConfigError(f"{flag} {path}: no such file")
         if self.auth is not None and not self.auth.username:
@@ -83,7 +90,11 @@ class CollectorConfig:
         return "https" if self.tls_cert is not None else "http"
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The server TLS context, or None for plain HTTP; raises with the file names when they do not load."""
+        """The server TLS context, or None for plain HTTP; raises with the file names when they do not load.
+
+        With ``tls_client_ca`` the handshake requires a client certificate
+        signed by that CA (mutual TLS); a client without one never reaches HTTP.
+        """
         if self.tls_cert is None or self.tls_key is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -93,6 +104,12 @@ class CollectorConfig:
             raise CollectorConfigError(
                 f"cannot load --tls-cert {self.tls_cert} / --tls-key {self.tls_key}: {exc}"
             ) from exc
+        if self.tls_client_ca is not None:
+            try:
+                context.load_verify_locations(cafile=str(self.tls_client_ca))
+            except (ssl.SSLError, OSError) as exc:
+                raise CollectorConfigError(f"cannot load --tls-client-ca {self.tls_client_ca}: {exc}") from exc
+            context.verify_mode = ssl.CERT_REQUIRED
         return context
 
 

@@ -204,7 +204,7 @@ def _describe(config: CollectorConfig, address: tuple[str, int]) -> str:
         f"record: {config.record or 'off'}",
         f"refused: {config.record_rejected or 'off'}",
         f"auth: basic, user {config.auth.username!r}" if config.auth else "auth: off",
-        f"tls: {'on' if config.tls_cert else 'off'}",
+        f"tls: {('on, client certificates required' if config.tls_client_ca else 'on') if config.tls_cert else 'off'}",
         f"control: {'on' if config.control else 'off'})",
     ]
     return parts[0] + " " + "; ".join(parts[1:])
