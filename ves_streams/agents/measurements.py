@@ -1,0 +1,187 @@
+"""Measurements and heartbeats: per-host state, rendered on every interval boundary.
+
+Two kinds of record arrive, in order, on each partition of the samples topic:
+
+* **values** (from ingest): the host's value lists update the state table
+  (:class:`~ves_streams.state.SampleStore`);
+* **ticks**: at every wall-clock interval boundary each worker's
+  :func:`tick_loop` produces one tick into each samples partition it
+  actively owns. Consuming a tick renders the window that just ended for
+  every host of that partition.
+
+Rendering from a record of the partition, rather than straight from a timer,
+is what makes the state handling correct: the tick is ordered after the
+values produced before it; expiring samples deletes table keys inside the
+stream (Faust writes the tombstone to the partition's changelog); and with
+``exactly_once`` the events, the tombstones and the tick's offset commit in
+one transaction.
+
+Each partition's table keeps the end of the last window rendered (the
+*marker*). A tick not newer than the marker is a duplicate and renders
+nothing. A tick that finds windows missing since the marker -- the previous
+owner died, or the partition had no owner during a rebalance -- renders up
+to ``MAX_BACKFILL_WINDOWS`` of them too, from the recovered state, with
+*their* deterministic eventIds: the collector sees every window, and a
+window the dead worker had already sent arrives again with the same
+eventId. The marker is written only after the window's events were
+acknowledged by the broker.
+
+Heartbeats go out from the same tick, per host that has current samples,
+when the window contains a boundary of the heartbeat interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ves_streams.agents import deadletter
+from ves_streams.agents.pipeline import Pipeline, header
+from ves_streams.collectd import MalformedInput, parse_value_lists
+from ves_streams.identity import Interval, heartbeat_due, intervals_to_render, next_boundary
+from ves_streams.topics import HEADER_KIND, KIND_TICK
+
+if TYPE_CHECKING:
+    from faust.types import Message
+
+__all__ = ["Tick", "decode_tick", "encode_tick", "handle_samples", "register", "render_partition", "tick_loop"]
+
+log = logging.getLogger(__name__)
+
+STAGE = "samples"
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """A render request: the window ending at ``end`` (a wall-clock boundary)."""
+
+    end: float
+    interval: float
+
+
+def encode_tick(tick: Tick) -> bytes:
+    return orjson.dumps({"end": tick.end, "interval": tick.interval})
+
+
+def decode_tick(raw: bytes) -> Tick:
+    try:
+        data = orjson.loads(raw)
+        return Tick(end=float(data["end"]), interval=float(data["interval"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise MalformedInput(f"tick is not {{'end': seconds, 'interval': seconds}}: {exc}") from None
+
+
+async def handle_samples(pipeline: Pipeline, message: Message) -> None:
+    """One samples record: a tick renders, values update the state."""
+    pipeline.ensure_index()
+    source = deadletter.Source(message.topic, message.partition, message.offset)
+    if header(message, HEADER_KIND) == KIND_TICK:
+        try:
+            tick = decode_tick(message.value)
+        except MalformedInput as exc:
+            await pipeline.dead_letter(deadletter.malformed_input(message.key, message.value, exc.reason, STAGE, source), STAGE)
+            return
+        await render_partition(pipeline, message.partition, tick, source)
+        return
+    try:
+        value_lists = parse_value_lists(message.value)
+    except MalformedInput as exc:
+        await pipeline.dead_letter(deadletter.malformed_input(message.key, message.value, exc.reason, STAGE, source), STAGE)
+        return
+    pipeline.store.apply(message.partition, value_lists)
+
+
+async def render_partition(pipeline: Pipeline, partition: int, tick: Tick, source: deadletter.Source) -> None:
+    """Render the windows a tick asks for, for every host of ``partition``."""
+    interval = pipeline.settings.interval
+    windows = intervals_to_render(pipeline.store.marker(partition), tick.end, interval, pipeline.max_backfill)
+    metrics = pipeline.metrics
+    if not windows:
+        metrics.windows.labels("duplicate").inc()
+        return
+    started = time.perf_counter()
+    for i, window in enumerate(windows):
+        pending = await _render_window(pipeline, partition, window, source)
+        await pipeline.delivered(pending)
+        pipeline.store.set_marker(partition, window.end)
+        metrics.windows.labels("rendered" if i == len(windows) - 1 else "backfilled").inc()
+    if len(windows) > 1:
+        log.info(
+            "partition %d: rendered %d missed windows before %.3f (taken over from another worker?)",
+            partition, len(windows) - 1, windows[-1].end,
+        )  # fmt: skip
+    metrics.render_seconds.observe(time.perf_counter() - started)
+    hosts, series = pipeline.index.size()
+    metrics.hosts.set(hosts)
+    metrics.series.set(series)
+
+
+async def _render_window(pipeline: Pipeline, partition: int, window: Interval, source: deadletter.Source) -> list[Any]:
+    store, renderer = pipeline.store, pipeline.renderer
+    expired = store.expire(partition, window.end)
+    if expired:
+        log.debug("partition %d: %d series aged out at %.3f", partition, len(expired), window.end)
+    hb_boundary = heartbeat_due(window, renderer.heartbeat_interval) if renderer.heartbeat_interval else None
+    pending: list[Any] = []
+    for host in pipeline.index.hosts(partition):
+        samples = store.samples(partition, host)
+        if not samples:
+            continue
+        if renderer.has_measurements:
+            rendered = renderer.measurements(host, samples, window)
+            pending += await pipeline.publish(rendered, stage="measurements", source=source, interval_start=window.start)
+        if hb_boundary is not None:
+            rendered = renderer.heartbeat(host, hb_boundary, window)
+            pending += await pipeline.publish(rendered, stage="heartbeat", source=source, interval_start=hb_boundary)
+    return pending
+
+
+async def tick_loop(pipeline: Pipeline) -> None:
+    """Forever: at each interval boundary, send a tick to each actively owned samples partition.
+
+    Ticks are produced outside any transaction (they are idempotent: a
+    duplicate renders nothing), straight to the partition.
+    """
+    app = pipeline.app
+    interval = pipeline.settings.interval
+    topic = pipeline.topics.names.samples
+    producer = app.producer
+    await producer.maybe_start()
+    log.info("render ticks every %gs to the active partitions of %s", interval, topic)
+    while not app.should_stop:
+        end = next_boundary(time.time(), interval)
+        await asyncio.sleep(max(0.0, end - time.time()))
+        if app.should_stop:
+            break
+        if app.rebalancing:
+            # The partitions are moving; their new owners tick from the next boundary
+            # and render this window as a missed one.
+            continue
+        try:
+            partitions = pipeline.active_samples_partitions()
+        except Exception:
+            log.debug("no assignment yet", exc_info=True)
+            continue
+        value = encode_tick(Tick(end=end, interval=interval))
+        for partition in partitions:
+            await producer.send(topic, b"", value, partition, None, [(HEADER_KIND, KIND_TICK)])
+
+
+def register(pipeline: Pipeline) -> Any:
+    app = pipeline.app
+
+    @app.agent(pipeline.topics.samples, name="ves_streams.measurements")
+    async def measurements(stream: Any) -> None:
+        async for event in stream.events():
+            await pipeline.guard(STAGE, event.message, handle_samples)
+
+    @app.task
+    async def render_ticks() -> None:
+        await tick_loop(pipeline)
+
+    return measurements

@@ -1,0 +1,205 @@
+"""What the agents share: topics, state, renderer, metrics, and how they produce.
+
+One :class:`Pipeline` per app. The agents (``ingest``, ``measurements``,
+``faults``) are thin loops over a topic that call the handlers in their
+modules with the pipeline; the handlers do the work with plain functions
+(``state``, ``identity``, ``deadletter``) and produce through
+:meth:`Pipeline.produce`.
+
+No handler raises on bad data: malformed input and render errors become
+dead-letter records (:meth:`Pipeline.dead_letter`). Faust acknowledges (and
+so skips) a record whose processing raised, so :meth:`Pipeline.guard` turns
+any unexpected exception into a dead-letter record too, logged with its
+traceback; only a failure to produce that record stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ves_streams.agents import deadletter
+from ves_streams.agents.render import Rendered, Renderer
+from ves_streams.identity import OutputRecord, event_record
+from ves_streams.metrics import Metrics
+from ves_streams.state import HostIndex, SampleStore, host_partition
+from ves_streams.topics import Topics
+
+if TYPE_CHECKING:
+    import faust
+    from faust.types import Message, TopicT
+
+    from ves_streams.settings import Settings
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+#: At most this many windows missed by a failed owner are rendered when a
+#: partition is taken over (older gaps stay gaps; see measurements.py).
+MAX_BACKFILL_WINDOWS = 10
+
+
+def header(message: Message, name: str) -> bytes | None:
+    """The last value of header ``name`` of a Kafka message, if any."""
+    headers = message.headers
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, dict) else headers
+    found = None
+    for key, value in items:
+        if key == name:
+            found = value
+    return found
+
+
+class Pipeline:
+    """Shared state and producing helpers of one app's agents."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        topics: Topics,
+        renderer: Renderer,
+        metrics: Metrics,
+        table: Any,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.topics = topics
+        self.renderer = renderer
+        self.metrics = metrics
+        self.table = table
+        self.index = HostIndex()
+        self.store = SampleStore(table, self.index)
+        self.max_backfill = MAX_BACKFILL_WINDOWS
+
+    # -- partitions ------------------------------------------------------
+
+    def samples_partitions(self) -> int:
+        """Partition count of the samples topic (the broker's, once known)."""
+        try:
+            n = self.app.consumer.topic_partitions(self.topics.names.samples)
+        except Exception:  # consumer not started yet
+            n = None
+        return n or self.settings.partitions
+
+    def partition_of(self, host: str) -> int:
+        return host_partition(host, self.samples_partitions())
+
+    def active_samples_partitions(self) -> list[int]:
+        """Samples partitions this worker actively owns (not standby replicas)."""
+        name = self.topics.names.samples
+        return sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name)
+
+    def on_rebalance(self) -> None:
+        """Partitions moved: the index is rebuilt from the recovered table before next use."""
+        self.index.invalidate()
+
+    def ensure_index(self) -> None:
+        if self.index.built:
+            return
+        partitions = self.active_samples_partitions()
+        report = self.index.rebuild(self.table.items(), partitions, self.partition_of)
+        hosts, series = self.index.size()
+        self.metrics.hosts.set(hosts)
+        self.metrics.series.set(series)
+        log.info(
+            "host index rebuilt from the table: partitions %s, %d hosts, %d series%s",
+            partitions,
+            report.hosts,
+            report.series,
+            f", {report.unreadable} unreadable entries ignored" if report.unreadable else "",
+        )
+
+    # -- producing -------------------------------------------------------
+
+    async def produce(self, topic: TopicT, record: OutputRecord, partition: int | None = None) -> Awaitable[Any]:
+        """Send one record; returns the delivery future (already queued, in order)."""
+        if topic in self.topics.outputs:
+            await self.topics.ensure_outputs()
+        return await topic.send(key=record.key, value=record.value, partition=partition, headers=record.headers)
+
+    async def dead_letter(self, record: OutputRecord, stage: str) -> Awaitable[Any]:
+        self.metrics.dead_letters.labels(stage).inc()
+        return await self.produce(self.topics.dlq, record)
+
+    async def publish(
+        self,
+        rendered: Rendered,
+        *,
+        stage: str,
+        source: deadletter.Source,
+        interval_start: float | None = None,
+        original: bytes | None = None,
+    ) -> list[Awaitable[Any]]:
+        """Produce rendered events to the events topic and dead-letter the errors."""
+        pending: list[Awaitable[Any]] = []
+        for event in rendered.events:
+            try:
+                record = event_record(event, self.renderer.ves_version, interval_start)
+            except (TypeError, ValueError) as exc:  # body not serialisable
+                rule = getattr(event, "rule", "?")
+                host = getattr(event, "source_name", "")
+                self.metrics.render_errors.labels(stage).inc()
+                pending.append(
+                    await self.dead_letter(
+                        deadletter.render_error(
+                            str(rule), str(host), f"event body is not JSON: {exc}", stage, source,
+                            interval_start=interval_start, original=original,
+                        ),
+                        stage,
+                    )
+                )  # fmt: skip
+                continue
+            pending.append(await self.produce(self.topics.events, record))
+            self.metrics.events_out.labels(event.domain).inc()
+        for error in rendered.errors:
+            self.metrics.render_errors.labels(stage).inc()
+            log.warning("render error (%s) rule %r host %r: %s", stage, error.rule, error.host, error.reason)
+            pending.append(
+                await self.dead_letter(
+                    deadletter.render_error(
+                        str(error.rule), str(error.host), str(error.reason), stage, source,
+                        interval_start=interval_start, original=original,
+                    ),
+                    stage,
+                )
+            )  # fmt: skip
+        return pending
+
+    # -- the agent loop --------------------------------------------------
+
+    async def guard(
+        self, stage: str, message: Message, handler: Callable[[Pipeline, Message], Awaitable[None]]
+    ) -> None:
+        """Run ``handler``; an unexpected exception dead-letters the record instead of skipping it."""
+        self.metrics.messages_in.labels(message.topic).inc()
+        try:
+            await handler(self, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception(
+                "internal error processing %s[%s]@%s; dead-lettering it", message.topic, message.partition, message.offset
+            )
+            source = deadletter.Source(message.topic, message.partition, message.offset)
+            record = deadletter.malformed_input(
+                message.key, message.value, f"internal error: {type(exc).__name__}: {exc}", stage, source
+            )
+            try:
+                await self.dead_letter(record, stage)
+            except Exception as dlq_exc:  # cannot even dead-letter: stop rather than lose it
+                log.critical("cannot produce to the dead-letter topic; stopping the worker", exc_info=True)
+                await self.app.crash(dlq_exc)
+                raise
+
+    @staticmethod
+    async def delivered(pending: Iterable[Awaitable[Any]]) -> None:
+        """Wait until every future in ``pending`` is acknowledged by the broker."""
+        futures = list(pending)
+        if futures:
+            await asyncio.gather(*futures)

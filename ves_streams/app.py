@@ -1,0 +1,168 @@
+"""The Faust app: built from the settings, nothing else happens here.
+
+``faust -A ves_streams worker`` reads the lazy ``ves_streams.app``
+attribute, which reads the settings from the environment, loads the
+topology and builds the app with :func:`create_app` -- on first access, not
+at import.
+Tests and tools call :func:`create_app` with their own settings.
+
+What runs depends on ``VES_STREAMS_ROLE``:
+
+* ``all`` (default): the processing agents and the sink;
+* ``process``: the processing agents only (see :mod:`ves_streams.agents`);
+* ``sink``: only the sink service (``ves_streams.sink.service``), which
+  consumes ``ves-events`` in its own consumer group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import faust
+
+from ves_streams.agents.render import TopologyRenderer
+from ves_streams.metrics import Readiness, get_metrics, register_views
+from ves_streams.settings import ProcessingGuarantee, Settings, SettingsError
+from ves_streams.topics import Topics
+
+__all__ = ["app", "create_app", "load_settings"]
+
+log = logging.getLogger(__name__)
+
+
+def load_settings(environ: Any = None) -> tuple[Settings, Any]:
+    """Settings from the environment, completed by the topology header; and the topology.
+
+    Raises :class:`SettingsError` for an invalid setting and the rule
+    engine's ``RuleError`` (``file:line:col: message``) for a bad topology.
+    """
+    from ves_streams.rules import load_topology
+
+    settings = Settings.from_env(os.environ if environ is None else environ)
+    topology = load_topology(settings.topology)
+    return settings.with_topology_header(topology.header), topology
+
+
+def create_app(settings: Settings, topology: Any = None) -> faust.App:
+    """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``)."""
+    exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        broker_credentials=_kafka_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        processing_guarantee=settings.processing_guarantee.value,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        table_standby_replicas=settings.standby_replicas,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout / 4),
+        web_port=settings.web_port,
+        web_enabled=True,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+    )
+    if exactly_once:
+        from ves_streams.agents.transactions import ExactlyOnceTransport
+
+        app.transport = ExactlyOnceTransport(app.conf.broker_consumer, app)
+
+    metrics = get_metrics()
+    readiness = Readiness()
+    topics = Topics(app, settings)
+
+    if settings.role.processes:
+        from ves_streams.agents import register_processing
+
+        if topology is None:
+            raise SettingsError("VES_STREAMS_TOPOLOGY: a topology is needed to process (role all or process)")
+        renderer = TopologyRenderer(
+            topology,
+            hostname=settings.hostname,
+            interval=settings.interval,
+            heartbeat_interval=settings.heartbeat_interval or settings.interval,
+            ves_version=settings.ves_version,
+        )
+        register_processing(app, settings, topics, renderer, metrics, readiness)
+
+    if settings.role.sinks:
+        _add_sink(app, settings, readiness)
+
+    @app.task
+    async def declare_output_topics() -> None:
+        await topics.ensure_outputs()
+
+    register_views(app, metrics, readiness)
+    if settings.unknown:
+        log.warning("ignoring unknown settings (typos?): %s", ", ".join(settings.unknown))
+    log.info("ves-streams %s: %s", settings.role.value, settings)
+    return app
+
+
+def _kafka_credentials(settings: Settings) -> Any:
+    ssl_context = None
+    if settings.kafka_ssl_cafile is not None:
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile))
+    if settings.kafka_sasl_mechanism:
+        if settings.kafka_sasl_username is None or settings.kafka_sasl_password is None:
+            raise SettingsError("VES_STREAMS_KAFKA_USERNAME: SASL needs a username and a password")
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.reveal(),
+            ssl_context=ssl_context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+def _add_sink(app: faust.App, settings: Settings, readiness: Readiness) -> None:
+    """Run the sink service with the app, if the sink package is there."""
+    try:
+        from ves_streams.sink.service import SinkService
+    except ImportError as exc:
+        log.warning("sink not available (%s): this worker will not deliver events to the collector", exc)
+        readiness.add("sink", lambda: "sink service not installed")
+        return
+    if hasattr(SinkService, "from_settings"):
+        service = SinkService.from_settings(settings)
+    else:
+        try:
+            from ves_streams.sink.config import SinkConfig
+        except ImportError:
+            service = SinkService(settings)
+        else:
+            service = SinkService(SinkConfig.from_settings(settings))
+    app._extra_services.append(service)
+
+    def sink_ready() -> str | None:
+        is_ready = getattr(service, "is_ready", None)
+        if callable(is_ready):
+            return None if is_ready() else "sink not connected"
+        if service.crashed:
+            return "sink crashed"
+        return None if service.started else "sink not started"
+
+    readiness.add("sink", sink_ready)
+
+
+def _app_from_environment() -> faust.App:
+    settings, topology = load_settings()
+    return create_app(settings, topology if settings.role.processes else None)
+
+
+def __getattr__(name: str) -> Any:
+    # ``app`` is built on first access (``faust -A ves_streams``), so that
+    # importing this module for create_app() reads no environment.
+    if name == "app":
+        built = globals().get("_app")
+        if built is None:
+            built = globals()["_app"] = _app_from_environment()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

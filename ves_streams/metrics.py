@@ -1,0 +1,184 @@
+"""Prometheus metrics of the processing side, and the worker's web views.
+
+Views (on the Faust web server, ``VES_STREAMS_WEB_PORT``):
+
+* ``GET /health`` -- 200 while the process runs (liveness);
+* ``GET /ready``  -- 200 when the worker can do its job: for processing, it
+  has a partition assignment and its tables are recovered; for the sink, the
+  sink service says so. 503 with the reasons otherwise;
+* ``GET /metrics`` -- Prometheus text of the default registry (so the sink's
+  metrics, defined in ``ves_streams.sink.metrics``, appear there too).
+
+Metrics here start with ``ves_streams_`` and have bounded labels (``topic``
+is one of the configured topics, ``domain`` a VES domain, ``stage`` one of a
+few fixed words). Create them with :func:`get_metrics`, which registers them
+on first use -- importing this module registers nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    import faust
+
+__all__ = [
+    "Metrics",
+    "Readiness",
+    "get_metrics",
+    "register_views",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``(topic, partition, lag)`` triples, computed at scrape time.
+LagSource = Callable[[], Iterable[tuple[str, int, int]]]
+
+
+class _LagCollector(Collector):
+    """``ves_streams_consumer_lag{topic,partition}``: high watermark minus position."""
+
+    def __init__(self) -> None:
+        self.sources: list[LagSource] = []
+
+    def describe(self) -> Iterable[Any]:
+        return [GaugeMetricFamily("ves_streams_consumer_lag", "Records not yet consumed", labels=["topic", "partition"])]
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily(
+            "ves_streams_consumer_lag",
+            "Records not yet consumed, per assigned input partition (high watermark - committed offset)",
+            labels=["topic", "partition"],
+        )
+        for source in list(self.sources):
+            try:
+                for topic, partition, lag in source():
+                    family.add_metric([topic, str(partition)], float(lag))
+            except Exception:  # a scrape must never fail because the consumer is rebalancing
+                log.debug("consumer lag unavailable", exc_info=True)
+        yield family
+
+
+class Metrics:
+    """The processing side's counters, gauges and histograms.
+
+    One instance per process (:func:`get_metrics`); pass a fresh
+    ``CollectorRegistry`` only in tests.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else REGISTRY
+        r = self.registry
+        self.messages_in = Counter(
+            "ves_streams_messages_in", "Kafka records consumed, per topic", ["topic"], registry=r
+        )
+        self.events_out = Counter(
+            "ves_streams_events_out", "VES events produced to the events topic, per domain", ["domain"], registry=r
+        )
+        self.render_errors = Counter(
+            "ves_streams_render_errors",
+            "Rules that failed to render, per stage (measurements, heartbeat, fault)",
+            ["stage"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "ves_streams_dead_letters",
+            "Records produced to the dead-letter topic, per stage (values, notifications, samples, measurements, "
+            "heartbeat, fault)",
+            ["stage"],
+            registry=r,
+        )
+        self.windows = Counter(
+            "ves_streams_render_windows",
+            "Measurement windows per outcome: rendered (on time), backfilled (missed by a previous owner), "
+            "duplicate (tick already rendered)",
+            ["outcome"],
+            registry=r,
+        )
+        self.render_seconds = Histogram(
+            "ves_streams_render_seconds",
+            "Time to render and produce one partition's window",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.hosts = Gauge("ves_streams_hosts", "Hosts with current samples in this worker's active partitions", registry=r)
+        self.series = Gauge("ves_streams_series", "Series held in this worker's active partitions", registry=r)
+        self._lag = _LagCollector()
+        r.register(self._lag)
+
+    def add_lag_source(self, source: LagSource) -> None:
+        self._lag.sources.append(source)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text of the whole registry and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_metrics: Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def get_metrics() -> Metrics:
+    """The process-wide :class:`Metrics` on the default registry, created on first call.
+
+    The sink and anything else may add their own metrics to
+    ``get_metrics().registry`` (the default registry).
+    """
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            _metrics = Metrics()
+        return _metrics
+
+
+# --------------------------------------------------------------------------
+# web views
+
+
+@dataclass
+class Readiness:
+    """Named checks; ready when all pass. A check returns ``None`` when fine, else why not."""
+
+    checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
+
+    def add(self, name: str, check: Callable[[], str | None]) -> None:
+        self.checks[name] = check
+
+    def evaluate(self) -> tuple[bool, dict[str, str]]:
+        problems: dict[str, str] = {}
+        for name, check in self.checks.items():
+            try:
+                problem = check()
+            except Exception as exc:  # a broken check means "not ready", visibly
+                problem = f"check failed: {type(exc).__name__}: {exc}"
+            if problem:
+                problems[name] = problem
+        return not problems, problems
+
+
+def register_views(app: faust.App, metrics: Metrics, readiness: Readiness) -> None:
+    """Add ``/health``, ``/ready`` and ``/metrics`` to the app's web server."""
+
+    @app.page("/health")
+    async def health(self: Any, request: Any) -> Any:
+        return self.json({"status": "up"})
+
+    @app.page("/ready")
+    async def ready(self: Any, request: Any) -> Any:
+        ok, problems = readiness.evaluate()
+        body = {"status": "ready" if ok else "not ready", "checks": {n: problems.get(n, "ok") for n in readiness.checks}}
+        return self.json(body, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def prometheus(self: Any, request: Any) -> Any:
+        data, content_type = metrics.exposition()
+        return self.bytes(data, content_type=content_type)

@@ -1,0 +1,547 @@
+"""Worker settings: one frozen object, read once at start, from the environment.
+
+Precedence, highest first:
+
+1. ``VES_STREAMS_*`` environment variables;
+2. the topology file's header (``topology.header``: topic names, interval,
+   heartbeat interval and the ``sink`` mapping), applied with
+   :meth:`Settings.with_topology_header`;
+3. the built-in defaults below.
+
+So an operator can always override what a topology file suggests, and a
+topology file can carry sensible defaults for the deployment it was written
+for. Every value is checked when the worker starts: an invalid one raises
+:class:`SettingsError` whose message starts with the variable's name, e.g.
+``VES_STREAMS_INTERVAL: must be a positive number of seconds, got 'abc'``.
+
+Secrets (the collector and Kafka passwords) are :class:`Secret` values: their
+``repr``/``str`` never show the value, so printing or logging the settings
+object is safe. Call :meth:`Secret.reveal` where the value is really needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
+
+__all__ = [
+    "PROJECT_DIR",
+    "ProcessingGuarantee",
+    "Role",
+    "Secret",
+    "Settings",
+    "SettingsError",
+]
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PREFIX = "VES_STREAMS_"
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """An invalid setting; the message names it and says what is expected."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or formatting."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value, for the one place that needs it (auth headers, SASL)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __format__(self, spec: str) -> str:
+        return "********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> Any:
+        # Pickling would be the one way to see the value in a dump; refuse it.
+        raise TypeError("Secret values cannot be pickled")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+
+class Role(str, enum.Enum):
+    """What a worker does: everything, rules only, or HTTP delivery only."""
+
+    ALL = "all"
+    PROCESS = "process"
+    SINK = "sink"
+
+    @property
+    def processes(self) -> bool:
+        return self in (Role.ALL, Role.PROCESS)
+
+    @property
+    def sinks(self) -> bool:
+        return self in (Role.ALL, Role.SINK)
+
+
+class ProcessingGuarantee(str, enum.Enum):
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+# --------------------------------------------------------------------------
+# parsers: raw string -> value, or SettingsError naming the setting
+
+
+def _fail(name: str, expected: str, raw: str) -> SettingsError:
+    return SettingsError(f"{name}: {expected}, got {raw!r}")
+
+
+def _positive_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _fail(name, "must be a positive number of seconds", raw) from None
+    if not math.isfinite(value) or value <= 0:
+        raise _fail(name, "must be a positive number of seconds", raw)
+    return value
+
+
+def _non_negative_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _fail(name, "must be a number of seconds (0 or more)", raw) from None
+    if not math.isfinite(value) or value < 0:
+        raise _fail(name, "must be a number of seconds (0 or more)", raw)
+    return value
+
+
+def _int_in(low: int, high: int | None, what: str) -> Callable[[str, str], int]:
+    expected = f"must be {what}"
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise _fail(name, expected, raw) from None
+        if value < low or (high is not None and value > high):
+            raise _fail(name, expected, raw)
+        return value
+
+    return parse
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _bool(name: str, raw: str) -> bool:
+    try:
+        return _BOOL[raw.strip().lower()]
+    except KeyError:
+        raise _fail(name, "must be on/off (true/false, 1/0, yes/no)", raw) from None
+
+
+def _enum(cls: type[enum.Enum]) -> Callable[[str, str], Any]:
+    choices = [m.value for m in cls]  # type: ignore[var-annotated]
+
+    def parse(name: str, raw: str) -> Any:
+        try:
+            return cls(raw.strip().lower())
+        except ValueError:
+            raise _fail(name, f"must be one of {', '.join(choices)}", raw) from None
+
+    return parse
+
+
+def _http_url(name: str, raw: str) -> str:
+    value = raw.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(name, "must be an http:// or https:// URL", raw)
+    if parts.password:
+        raise SettingsError(
+            f"{name}: must not carry a password (use VES_STREAMS_COLLECTOR_USERNAME/_PASSWORD)"
+        )
+    return value.rstrip("/")
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+def _broker(name: str, raw: str) -> str:
+    """``kafka://h1:9092;h2:9092``, ``h1:9092,h2:9092`` -> Faust's ``kafka://h1:9092;h2:9092``."""
+    value = raw.strip()
+    servers = []
+    for part in re.split(r"[;,]", value):
+        part = part.strip()
+        if not part:
+            continue
+        if "://" in part:
+            scheme, _, part = part.partition("://")
+            if scheme != "kafka":
+                raise _fail(name, "must be kafka://host:port[;host:port...] or host:port[,host:port...]", raw)
+        part = part.rstrip("/")
+        if not _HOST_PORT.match(part):
+            raise _fail(name, "must be kafka://host:port[;host:port...] or host:port[,host:port...]", raw)
+        servers.append(part)
+    if not servers:
+        raise _fail(name, "must be kafka://host:port[;host:port...] or host:port[,host:port...]", raw)
+    return "kafka://" + ";".join(servers)
+
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def _topic_name(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not _TOPIC.match(value) or value in (".", ".."):
+        raise _fail(name, "must be a Kafka topic name (letters, digits, '.', '_', '-')", raw)
+    return value
+
+
+def _app_id(name: str, raw: str) -> str:
+    value = _topic_name(name, raw)
+    if len(value) > 200:
+        raise _fail(name, "must be at most 200 characters (it prefixes topic names)", raw)
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise _fail(name, "must not be empty", raw)
+    return value
+
+
+def _secret(name: str, raw: str) -> Secret:
+    if not raw:
+        raise SettingsError(f"{name}: must not be empty")
+    return Secret(raw)
+
+
+def _existing_file(name: str, raw: str) -> Path:
+    path = Path(raw.strip()).expanduser()
+    if not path.is_file():
+        raise _fail(name, "must name an existing file", raw)
+    return path
+
+
+def _directory(name: str, raw: str) -> Path:
+    value = raw.strip()
+    if not value:
+        raise _fail(name, "must be a directory path", raw)
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise _fail(name, "must be a directory (it exists and is not one)", raw)
+    return path
+
+
+def _topology_path(name: str, raw: str) -> Path:
+    """Relative paths resolve against the current directory, then the repository root."""
+    value = raw.strip()
+    if not value:
+        raise _fail(name, "must name a topology YAML file", raw)
+    path = Path(value).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PROJECT_DIR / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise _fail(name, "must name an existing topology file (looked in the current directory and the repository)", raw)
+
+
+def _ves_version(name: str, raw: str) -> str:
+    value = raw.strip().lstrip("vV")
+    if not re.fullmatch(r"[57](\.\d+){0,2}", value):
+        raise _fail(name, "must be a VES version such as 7.2.1 or 5.4.1", raw)
+    return value
+
+
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _sasl_mechanism(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in _SASL_MECHANISMS:
+        raise _fail(name, f"must be one of {', '.join(_SASL_MECHANISMS)}", raw)
+    return value
+
+
+# --------------------------------------------------------------------------
+# the settings object
+
+
+def _env(name: str, parse: Callable[[str, str], Any], *, header: str | None = None) -> dict[str, Any]:
+    return {"env": PREFIX + name, "parse": parse, "header": header}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker (processing or sink) is configured with.
+
+    Build it with :meth:`from_env`; never construct it field by field in
+    production code. ``explicit`` records which variables were set in the
+    environment so that :meth:`with_topology_header` never overrides them.
+    """
+
+    broker: str = field(default="kafka://localhost:9092", metadata=_env("BROKER", _broker))
+    collector_url: str = field(default="http://localhost:30000", metadata=_env("COLLECTOR_URL", _http_url, header="sink.url"))
+    collector_backup_url: str | None = field(
+        default=None, metadata=_env("COLLECTOR_BACKUP_URL", _http_url, header="sink.backup_url")
+    )
+    collector_username: str | None = field(default=None, metadata=_env("COLLECTOR_USERNAME", _text))
+    collector_password: Secret | None = field(default=None, metadata=_env("COLLECTOR_PASSWORD", _secret))
+    collector_ca_bundle: Path | None = field(default=None, metadata=_env("COLLECTOR_CA_BUNDLE", _existing_file))
+    collector_client_cert: Path | None = field(default=None, metadata=_env("COLLECTOR_CLIENT_CERT", _existing_file))
+    collector_client_key: Path | None = field(default=None, metadata=_env("COLLECTOR_CLIENT_KEY", _existing_file))
+    collector_timeout: float = field(
+        default=10.0, metadata=_env("COLLECTOR_TIMEOUT", _positive_seconds, header="sink.timeout")
+    )
+
+    topology: Path = field(default=Path("topologies/host.yaml"), metadata=_env("TOPOLOGY", _topology_path))
+    interval: float = field(default=10.0, metadata=_env("INTERVAL", _positive_seconds, header="interval"))
+    heartbeat_interval: float | None = field(
+        default=None, metadata=_env("HEARTBEAT_INTERVAL", _positive_seconds, header="heartbeat_interval")
+    )
+
+    app_id: str = field(default="ves-streams", metadata=_env("APP_ID", _app_id))
+    role: Role = field(default=Role.ALL, metadata=_env("ROLE", _enum(Role)))
+    processing_guarantee: ProcessingGuarantee = field(
+        default=ProcessingGuarantee.AT_LEAST_ONCE, metadata=_env("PROCESSING_GUARANTEE", _enum(ProcessingGuarantee))
+    )
+    data_dir: Path = field(default=Path("ves-streams-data"), metadata=_env("DATA_DIR", _directory))
+    web_port: int = field(default=6066, metadata=_env("WEB_PORT", _int_in(1, 65535, "a TCP port (1-65535)")))
+    partitions: int = field(default=4, metadata=_env("PARTITIONS", _int_in(1, 10_000, "a whole number of partitions (1 or more)")))
+    replication: int = field(default=1, metadata=_env("REPLICATION", _int_in(1, 100, "a replication factor (1 or more)")))
+    standby_replicas: int = field(
+        default=0, metadata=_env("STANDBY_REPLICAS", _int_in(0, 100, "a whole number of standby replicas (0 or more)"))
+    )
+    session_timeout: float = field(
+        default=10.0, metadata=_env("KAFKA_SESSION_TIMEOUT", _positive_seconds)
+    )
+
+    values_topic: str = field(default="collectd", metadata=_env("VALUES_TOPIC", _topic_name, header="values_topic"))
+    notifications_topic: str = field(
+        default="collectd-notifications",
+        metadata=_env("NOTIFICATIONS_TOPIC", _topic_name, header="notifications_topic"),
+    )
+    events_topic: str = field(default="ves-events", metadata=_env("EVENTS_TOPIC", _topic_name, header="events_topic"))
+    dlq_topic: str = field(default="ves-streams-dlq", metadata=_env("DLQ_TOPIC", _topic_name))
+    events_dlq_topic: str = field(default="ves-events-dlq", metadata=_env("EVENTS_DLQ_TOPIC", _topic_name))
+
+    hostname: str = field(default="", metadata=_env("HOSTNAME", _text))
+    ves_version: str = field(default="7.2.1", metadata=_env("VES_VERSION", _ves_version, header="ves_version"))
+
+    kafka_sasl_mechanism: str | None = field(default=None, metadata=_env("KAFKA_SASL_MECHANISM", _sasl_mechanism))
+    kafka_sasl_username: str | None = field(default=None, metadata=_env("KAFKA_USERNAME", _text))
+    kafka_sasl_password: Secret | None = field(default=None, metadata=_env("KAFKA_PASSWORD", _secret))
+    kafka_ssl_cafile: Path | None = field(default=None, metadata=_env("KAFKA_SSL_CAFILE", _existing_file))
+
+    sink_batching: bool = field(default=True, metadata=_env("SINK_BATCHING", _bool, header="sink.batching"))
+    sink_batch_max_events: int = field(
+        default=100,
+        metadata=_env("SINK_BATCH_MAX_EVENTS", _int_in(1, 100_000, "a whole number of events (1 or more)"), header="sink.batch_max_events"),
+    )
+    sink_batch_max_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_env("SINK_BATCH_MAX_BYTES", _int_in(1024, None, "a number of bytes (1024 or more)"), header="sink.batch_max_bytes"),
+    )
+    sink_linger_ms: int = field(
+        default=200, metadata=_env("SINK_LINGER_MS", _int_in(0, 600_000, "milliseconds (0-600000)"), header="sink.linger_ms")
+    )
+    sink_retry_max: int = field(
+        default=0, metadata=_env("SINK_RETRY_MAX", _int_in(0, None, "a whole number of retries (0 = forever)"), header="sink.retry_max")
+    )
+    sink_retry_initial_backoff: float = field(
+        default=0.5, metadata=_env("SINK_RETRY_BACKOFF_INITIAL", _positive_seconds, header="sink.retry_backoff_initial")
+    )
+    sink_retry_max_backoff: float = field(
+        default=30.0, metadata=_env("SINK_RETRY_BACKOFF_MAX", _positive_seconds, header="sink.retry_backoff_max")
+    )
+
+    #: Environment variables that were set (so the topology header never overrides them).
+    explicit: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    #: ``VES_STREAMS_*`` variables that are not settings (likely typos); the
+    #: worker logs a warning naming them rather than refusing to start, since
+    #: other tools of the project read a few variables of their own.
+    unknown: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    # ------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read every ``VES_STREAMS_*`` variable.
+
+        An empty variable counts as unset; unrecognised ones are listed in
+        :attr:`unknown`. Raises :class:`SettingsError` naming
+        the first invalid variable.
+        """
+        values: dict[str, Any] = {}
+        explicit: set[str] = set()
+        known = set()
+        for f in dataclasses.fields(cls):
+            env = f.metadata.get("env")
+            if env is None:
+                continue
+            known.add(env)
+            raw = environ.get(env)
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = f.metadata["parse"](env, raw)
+            explicit.add(env)
+        unknown = tuple(
+            sorted(k for k in environ if k.startswith(PREFIX) and k not in known and k not in _NOT_WORKER_SETTINGS)
+        )
+        if "hostname" not in values:
+            values["hostname"] = socket.gethostname() or "localhost"
+        if "topology" not in values:
+            values["topology"] = _resolve_default_topology()
+        settings = cls(**values, explicit=frozenset(explicit), unknown=unknown)
+        settings._check_combinations()
+        return settings
+
+    def with_topology_header(self, header: Any) -> Settings:
+        """Apply a topology header's values to the settings the environment left unset.
+
+        ``header`` is the rule engine's ``topology.header`` (attributes
+        ``values_topic``, ``notifications_topic``, ``events_topic``,
+        ``interval``, ``heartbeat_interval`` and a ``sink`` mapping) or a plain
+        mapping with the same keys. ``None`` values are ignored.
+        """
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            path = f.metadata.get("header")
+            if path is None or f.metadata["env"] in self.explicit:
+                continue
+            value = _lookup(header, path)
+            if value is None:
+                continue
+            where = f"topology header {path}"
+            changes[f.name] = f.metadata["parse"](where, str(value))
+        if not changes:
+            return self
+        updated = dataclasses.replace(self, **changes)
+        updated._check_combinations()
+        return updated
+
+    def _check_combinations(self) -> None:
+        if (self.collector_password is None) != (self.collector_username is None):
+            name = "VES_STREAMS_COLLECTOR_PASSWORD" if self.collector_password is None else "VES_STREAMS_COLLECTOR_USERNAME"
+            raise SettingsError(f"{name}: must be set together with the collector username/password")
+        if self.collector_client_key is not None and self.collector_client_cert is None:
+            raise SettingsError("VES_STREAMS_COLLECTOR_CLIENT_CERT: must be set when VES_STREAMS_COLLECTOR_CLIENT_KEY is")
+        if self.kafka_sasl_mechanism is not None and (self.kafka_sasl_username is None or self.kafka_sasl_password is None):
+            raise SettingsError(
+                "VES_STREAMS_KAFKA_USERNAME: VES_STREAMS_KAFKA_SASL_MECHANISM needs a username and a password"
+            )
+        if self.kafka_sasl_mechanism is None and (self.kafka_sasl_username is not None or self.kafka_sasl_password is not None):
+            raise SettingsError(
+                "VES_STREAMS_KAFKA_SASL_MECHANISM: must be set when a Kafka username or password is given"
+            )
+        if self.sink_retry_max_backoff < self.sink_retry_initial_backoff:
+            raise SettingsError(
+                "VES_STREAMS_SINK_RETRY_BACKOFF_MAX: must be at least VES_STREAMS_SINK_RETRY_BACKOFF_INITIAL"
+                f" ({self.sink_retry_initial_backoff:g}), got {self.sink_retry_max_backoff:g}"
+            )
+        names = {
+            "VES_STREAMS_VALUES_TOPIC": self.values_topic,
+            "VES_STREAMS_NOTIFICATIONS_TOPIC": self.notifications_topic,
+            "VES_STREAMS_EVENTS_TOPIC": self.events_topic,
+            "VES_STREAMS_DLQ_TOPIC": self.dlq_topic,
+            "VES_STREAMS_EVENTS_DLQ_TOPIC": self.events_dlq_topic,
+        }
+        seen: dict[str, str] = {}
+        for env, topic in names.items():
+            if topic in seen:
+                raise SettingsError(f"{env}: topic {topic!r} is already used by {seen[topic]}")
+            seen[topic] = env
+
+    # ------------------------------------------------------------------
+
+    @property
+    def kafka_security_protocol(self) -> str:
+        """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, from what is configured."""
+        if self.kafka_sasl_mechanism:
+            return "SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT"
+        return "SSL" if self.kafka_ssl_cafile else "PLAINTEXT"
+
+    @property
+    def ves_events_topic(self) -> str:
+        """Alias of :attr:`events_topic` (the sink's name for it)."""
+        return self.events_topic
+
+    @property
+    def ves_events_dlq_topic(self) -> str:
+        """Alias of :attr:`events_dlq_topic` (the sink's name for it)."""
+        return self.events_dlq_topic
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` strings, for clients other than Faust (aiokafka)."""
+        return self.broker.removeprefix("kafka://").split(";")
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as ``{VARIABLE: value}`` for a start-up log line; secrets masked."""
+        out = {}
+        for f in dataclasses.fields(self):
+            env = f.metadata.get("env")
+            if env is None:
+                continue
+            value = getattr(self, f.name)
+            out[env] = "" if value is None else str(value.value if isinstance(value, enum.Enum) else value)
+        return out
+
+
+#: Variables read by other commands (tests, the run command, e2e helpers),
+#: not by the worker; they are not typos.
+_NOT_WORKER_SETTINGS = frozenset(
+    {
+        "VES_STREAMS_REQUIRE_COLLECTD",
+        "VES_STREAMS_TEST_KAFKA_VERSION",
+        "VES_STREAMS_KAFKA_VERSION",
+        "VES_STREAMS_KAFKA_HOME",
+        "VES_STREAMS_CACHE_DIR",
+    }
+)
+
+
+def _resolve_default_topology() -> Path:
+    """The default topology, if it exists; otherwise the relative path (checked at load)."""
+    default = Path("topologies/host.yaml")
+    for candidate in (Path.cwd() / default, PROJECT_DIR / default):
+        if candidate.is_file():
+            return candidate.resolve()
+    return PROJECT_DIR / default
+
+
+def _lookup(header: Any, path: str) -> Any:
+    node = header
+    for part in path.split("."):
+        if node is None:
+            return None
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        else:
+            node = getattr(node, part, None)
+    return node

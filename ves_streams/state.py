@@ -1,0 +1,296 @@
+"""Per-host sample state: the latest value list of every series, with aging.
+
+Layout, chosen so that the changelog stays small and recovery is cheap:
+
+* the Faust table (RocksDB, changelog-backed) is keyed by **series** --
+  ``[host, plugin, plugin_instance, type, type_instance]`` as a JSON array --
+  and holds that series' latest value list as JSON. A changelog record is
+  one value list, never a whole host.
+* the table is co-partitioned with the samples repartition topic, which is
+  keyed (and explicitly partitioned, :func:`host_partition`) by host, so all
+  series of a host live in one partition.
+* :class:`HostIndex` is an in-memory view ``partition -> host -> series ->
+  ValueList`` of the *active* partitions, so rendering a host is a lookup.
+  It is rebuilt from the table after every rebalance (the table is then
+  recovered from its changelog) and kept current by :class:`SampleStore`.
+* aging is Barometer's: a value list not updated within twice its own
+  interval is dropped (:func:`is_expired`). Dropping deletes the table key,
+  so the changelog gets a tombstone and compaction forgets the series.
+* one extra key per partition (:func:`marker_key`) remembers the end of the
+  last interval rendered for that partition; it de-duplicates render ticks
+  and tells a new owner which intervals a failed worker did not render.
+
+Everything here works on any ``MutableMapping[bytes, bytes]``; the agents
+pass the Faust table, unit tests a dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from ves_streams.collectd import Sample, ValueList
+
+__all__ = [
+    "HostIndex",
+    "SampleStore",
+    "decode_value_list",
+    "encode_value_list",
+    "host_partition",
+    "is_expired",
+    "marker_key",
+    "series_key",
+]
+
+log = logging.getLogger(__name__)
+
+#: Keys that are not series start with a NUL byte (a JSON array never does).
+_MARKER_PREFIX = b"\x00last-rendered:"
+
+#: Barometer's aging: a value list is current for twice its interval.
+AGE_FACTOR = 2.0
+
+
+def series_key(vl: ValueList) -> bytes:
+    """Table key of a value list's series: ``[host, plugin, plugin_instance, type, type_instance]``."""
+    return orjson.dumps([vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance])
+
+
+def marker_key(partition: int) -> bytes:
+    """Table key of a partition's "last rendered interval end" marker."""
+    return _MARKER_PREFIX + str(partition).encode()
+
+
+def _marker_partition(key: bytes) -> int | None:
+    if not key.startswith(_MARKER_PREFIX):
+        return None
+    try:
+        return int(key[len(_MARKER_PREFIX) :])
+    except ValueError:
+        return None
+
+
+def encode_value_list(vl: ValueList) -> bytes:
+    return orjson.dumps(vl.to_json())
+
+
+def decode_value_list(raw: bytes) -> ValueList:
+    """Inverse of :func:`encode_value_list` (trusted input: our own table)."""
+    d = orjson.loads(raw)
+    return ValueList(
+        host=d["host"],
+        plugin=d["plugin"],
+        plugin_instance=d["plugin_instance"],
+        type=d["type"],
+        type_instance=d["type_instance"],
+        time=float(d["time"]),
+        interval=float(d["interval"]),
+        values=tuple(d["values"]),
+        dstypes=tuple(d["dstypes"]),
+        dsnames=tuple(d["dsnames"]),
+    )
+
+
+def is_expired(vl: ValueList, now: float) -> bool:
+    """True when ``vl`` was not updated within twice its interval (Barometer's rule)."""
+    return vl.time + AGE_FACTOR * vl.interval < now
+
+
+def host_partition(host: str, partitions: int) -> int:
+    """The samples partition of ``host``: Kafka's default (murmur2) partitioner on the host name.
+
+    Ingest produces each host's value lists to this partition explicitly, and
+    :class:`HostIndex` uses it to place recovered keys, so the two always agree.
+    """
+    if partitions < 1:
+        raise ValueError("partitions must be positive")
+    return (murmur2(host.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(slots=True)
+class RebuildReport:
+    partitions: int = 0
+    hosts: int = 0
+    series: int = 0
+    unreadable: int = 0
+
+
+@dataclass(slots=True)
+class _Partition:
+    hosts: dict[str, dict[bytes, ValueList]] = field(default_factory=dict)
+    marker: float | None = None
+
+
+class HostIndex:
+    """``partition -> host -> series key -> ValueList`` for this worker's active partitions.
+
+    Not thread-safe and not persistent: it mirrors the table, which is the
+    source of truth. :meth:`invalidate` on rebalance; :meth:`rebuild` from the
+    recovered table before the next use.
+    """
+
+    def __init__(self) -> None:
+        self._partitions: dict[int, _Partition] = {}
+        self.built = False
+
+    def invalidate(self) -> None:
+        self._partitions.clear()
+        self.built = False
+
+    def rebuild(
+        self,
+        items: Iterable[tuple[bytes, bytes | None]],
+        partitions: Collection[int],
+        partition_of: Callable[[str], int],
+    ) -> RebuildReport:
+        """Rebuild from ``(key, value)`` pairs of the table for the given active partitions."""
+        self._partitions = {p: _Partition() for p in partitions}
+        report = RebuildReport(partitions=len(self._partitions))
+        for key, raw in items:
+            if raw is None:
+                continue
+            marker_of = _marker_partition(key)
+            if marker_of is not None:
+                part = self._partitions.get(marker_of)
+                if part is not None:
+                    try:
+                        part.marker = float(orjson.loads(raw))
+                    except (orjson.JSONDecodeError, TypeError, ValueError):
+                        report.unreadable += 1
+                continue
+            try:
+                vl = decode_value_list(raw)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                report.unreadable += 1
+                continue
+            part = self._partitions.get(partition_of(vl.host))
+            if part is None:
+                continue
+            part.hosts.setdefault(vl.host, {})[key] = vl
+            report.series += 1
+        report.hosts = sum(len(p.hosts) for p in self._partitions.values())
+        self.built = True
+        return report
+
+    def _part(self, partition: int) -> _Partition:
+        part = self._partitions.get(partition)
+        if part is None:
+            part = self._partitions[partition] = _Partition()
+        return part
+
+    def get(self, partition: int, host: str, key: bytes) -> ValueList | None:
+        part = self._partitions.get(partition)
+        if part is None:
+            return None
+        return part.hosts.get(host, {}).get(key)
+
+    def put(self, partition: int, key: bytes, vl: ValueList) -> None:
+        self._part(partition).hosts.setdefault(vl.host, {})[key] = vl
+
+    def remove(self, partition: int, host: str, key: bytes) -> None:
+        part = self._partitions.get(partition)
+        if part is None:
+            return
+        series = part.hosts.get(host)
+        if series is None:
+            return
+        series.pop(key, None)
+        if not series:
+            del part.hosts[host]
+
+    def partitions(self) -> list[int]:
+        return sorted(self._partitions)
+
+    def hosts(self, partition: int) -> list[str]:
+        part = self._partitions.get(partition)
+        return sorted(part.hosts) if part else []
+
+    def value_lists(self, partition: int, host: str) -> list[ValueList]:
+        part = self._partitions.get(partition)
+        if part is None:
+            return []
+        return list(part.hosts.get(host, {}).values())
+
+    def series(self, partition: int) -> Iterator[tuple[bytes, ValueList]]:
+        part = self._partitions.get(partition)
+        if part is None:
+            return
+        for series in part.hosts.values():
+            yield from series.items()
+
+    def marker(self, partition: int) -> float | None:
+        part = self._partitions.get(partition)
+        return part.marker if part else None
+
+    def set_marker(self, partition: int, end: float) -> None:
+        self._part(partition).marker = end
+
+    def size(self) -> tuple[int, int]:
+        """(hosts, series) across all partitions."""
+        hosts = sum(len(p.hosts) for p in self._partitions.values())
+        series = sum(len(s) for p in self._partitions.values() for s in p.hosts.values())
+        return hosts, series
+
+
+class SampleStore:
+    """The table and its index, updated together.
+
+    Every mutating method must run while the Faust stream is processing a
+    record of ``partition`` (Faust writes a table change to the changelog
+    partition of the record being processed).
+    """
+
+    def __init__(self, table: MutableMapping[bytes, bytes], index: HostIndex) -> None:
+        self.table = table
+        self.index = index
+
+    def apply(self, partition: int, value_lists: Iterable[ValueList]) -> int:
+        """Keep each series' newest value list; returns how many series changed.
+
+        A value list older than the one held (a replay after a restart, or
+        out-of-order delivery) is ignored, so state never goes backwards.
+        """
+        changed = 0
+        for vl in value_lists:
+            key = series_key(vl)
+            held = self.index.get(partition, vl.host, key)
+            if held is not None and held.time > vl.time:
+                continue
+            if held == vl:
+                continue
+            self.table[key] = encode_value_list(vl)
+            self.index.put(partition, key, vl)
+            changed += 1
+        return changed
+
+    def expire(self, partition: int, now: float) -> list[bytes]:
+        """Delete (tombstone) every series of ``partition`` expired at ``now``."""
+        expired = [(key, vl.host) for key, vl in self.index.series(partition) if is_expired(vl, now)]
+        for key, host in expired:
+            try:
+                del self.table[key]
+            except KeyError:
+                pass
+            self.index.remove(partition, host, key)
+        return [key for key, _ in expired]
+
+    def samples(self, partition: int, host: str) -> list[Sample]:
+        """All samples of a host (one per data source of each value list)."""
+        out: list[Sample] = []
+        for vl in self.index.value_lists(partition, host):
+            out.extend(vl.samples())
+        return out
+
+    def marker(self, partition: int) -> float | None:
+        return self.index.marker(partition)
+
+    def set_marker(self, partition: int, end: float) -> None:
+        if not math.isfinite(end):
+            raise ValueError("marker must be finite")
+        self.table[marker_key(partition)] = orjson.dumps(end)
+        self.index.set_marker(partition, end)
