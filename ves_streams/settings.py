@@ -177,13 +177,15 @@ def _enum(cls: type[enum.Enum]) -> Callable[[str, str], Any]:
 
 def _http_url(name: str, raw: str) -> str:
     value = raw.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        hostname, password = parts.hostname, parts.password
+    except ValueError:
+        raise _fail(name, "must be an http:// or https:// URL", re.sub(r"//[^/@]*@", "//***@", raw)) from None
+    if password or "@" in parts.netloc:
+        raise SettingsError(f"{name}: must not carry credentials (use VES_STREAMS_COLLECTOR_USERNAME/_PASSWORD)")
+    if parts.scheme not in ("http", "https") or not hostname:
         raise _fail(name, "must be an http:// or https:// URL", raw)
-    if parts.password:
-        raise SettingsError(
-            f"{name}: must not carry a password (use VES_STREAMS_COLLECTOR_USERNAME/_PASSWORD)"
-        )
     return value.rstrip("/")
 
 

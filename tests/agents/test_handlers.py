@@ -1,0 +1,340 @@
+"""Agent handlers without the Faust runtime: a pipeline whose producing is recorded.
+
+These pin the logic the agents run per record -- decoding and dead-lettering,
+repartitioning, tick rendering with backfill and de-duplication, aging --
+with a stub renderer. The integration tests run the same code in real
+workers against a real broker and the real rule engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from ves_streams.agents import deadletter
+from ves_streams.agents.faults import handle_notifications
+from ves_streams.agents.ingest import handle_values, samples_records
+from ves_streams.agents.measurements import Tick, decode_tick, encode_tick, handle_samples, render_partition
+from ves_streams.agents.pipeline import Pipeline
+from ves_streams.agents.render import Rendered, RenderFailure
+from ves_streams.collectd import MalformedInput, Notification, Sample, parse_value_lists
+from ves_streams.identity import Interval
+from ves_streams.metrics import Metrics
+from ves_streams.settings import Settings
+from ves_streams.state import host_partition, marker_key, series_key
+from ves_streams.topics import HEADER_KIND, KIND_TICK
+
+
+@dataclass
+class Event:
+    body: Any
+    domain: str
+    source_name: str
+    event_id: str
+    rule: str = "rule"
+
+
+@dataclass
+class StubRenderer:
+    ves_version: str = "7.2.1"
+    has_measurements: bool = True
+    has_heartbeat: bool = True
+    heartbeat_interval: float | None = 60.0
+    calls: list[tuple[str, str, float]] = field(default_factory=list)
+    fail_hosts: set[str] = field(default_factory=set)
+
+    def measurements(self, host: str, samples: Sequence[Sample], window: Interval) -> Rendered:
+        self.calls.append(("m", host, window.start))
+        if host in self.fail_hosts:
+            return Rendered(errors=[RenderFailure("Host Measurements", host, "cannot render")])
+        eid = f"m-{host}-{window.start}"
+        return Rendered(events=[Event({"event": {"n": len(samples)}}, "measurement", host, eid)])
+
+    def heartbeat(self, host: str, boundary: float, window: Interval) -> Rendered:
+        self.calls.append(("h", host, boundary))
+        return Rendered(events=[Event({"event": {}}, "heartbeat", host, f"h-{host}-{boundary}")])
+
+    def notification(self, notification: Notification) -> Rendered:
+        self.calls.append(("n", notification.host, notification.time))
+        return Rendered(events=[Event({"event": {}}, "fault", notification.host, f"n-{notification.time}")])
+
+
+class RecordingPipeline(Pipeline):
+    def __init__(self, renderer: StubRenderer, active: list[int] | None = None) -> None:
+        settings = Settings.from_env({"VES_STREAMS_INTERVAL": "10", "VES_STREAMS_PARTITIONS": "4"})
+        names = SimpleNamespace(samples="app-samples")
+        topics = SimpleNamespace(
+            names=names,
+            events=SimpleNamespace(name="ves-events"),
+            dlq=SimpleNamespace(name="ves-streams-dlq"),
+            samples=SimpleNamespace(send=self._send_samples),
+            outputs=(),
+        )
+        super().__init__(None, settings, topics, renderer, Metrics(CollectorRegistry()), {})  # type: ignore[arg-type]
+        self.active = active if active is not None else [0, 1, 2, 3]
+        self.sent: list[tuple[str, Any]] = []
+        self.order: list[str] = []
+
+    def active_samples_partitions(self) -> list[int]:
+        return self.active
+
+    async def _send_samples(self, **kwargs: Any) -> Any:
+        self.sent.append(("samples", kwargs))
+        return _done()
+
+    async def produce(self, topic: Any, record: Any, partition: int | None = None) -> Any:
+        self.sent.append((topic.name, record))
+        self.order.append(topic.name)
+        return _done()
+
+    def events(self) -> list[Any]:
+        return [r for t, r in self.sent if t == "ves-events"]
+
+    def dead_letters(self) -> list[Any]:
+        return [r for t, r in self.sent if t == "ves-streams-dlq"]
+
+
+def _done() -> asyncio.Future[Any]:
+    fut = asyncio.get_event_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
+def message(value: bytes, *, topic: str = "collectd", partition: int = 0, offset: int = 7, key: bytes | None = b"k", headers: Any = None) -> Any:
+    return SimpleNamespace(topic=topic, partition=partition, offset=offset, key=key, value=value, headers=headers or [])
+
+
+def values_json(host: str, t: float, interval: float = 10.0, ti: str = "idle", value: float = 1.0) -> dict[str, Any]:
+    return {
+        "values": [value], "dstypes": ["gauge"], "dsnames": ["value"], "time": t, "interval": interval,
+        "host": host, "plugin": "cpu", "plugin_instance": "0", "type": "percent", "type_instance": ti,
+    }  # fmt: skip
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# -- ingest ---------------------------------------------------------------
+
+
+def test_value_lists_are_grouped_by_host_into_the_hosts_partition() -> None:
+    vls = parse_value_lists(orjson.dumps([values_json("a", 1), values_json("b", 1), values_json("a", 1, ti="user")]))
+    records = samples_records(vls, 4)
+    assert [r.host for r in records] == ["a", "b"]
+    assert records[0].key == b"a" and records[0].partition == host_partition("a", 4)
+    assert [v["type_instance"] for v in orjson.loads(records[0].value)] == ["idle", "user"]
+
+
+def test_ingest_repartitions_by_host() -> None:
+    p = RecordingPipeline(StubRenderer())
+    run(handle_values(p, message(orjson.dumps([values_json("a", 1), values_json("b", 1)]))))
+    sent = [kw for t, kw in p.sent if t == "samples"]
+    assert [(kw["key"], kw["partition"]) for kw in sent] == [(b"a", host_partition("a", 4)), (b"b", host_partition("b", 4))]
+    assert p.dead_letters() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b'{"values": []}', "'values' must be a non-empty array"),
+        (b"[" * 50 + b"]" * 50, "nested deeper"),
+        (b"", "empty message"),
+        (b"x" * (2 * 1024 * 1024), "exceeds the 1048576-byte limit"),
+    ],
+)
+def test_malformed_values_are_dead_lettered_with_reason_and_source(raw: bytes, reason: str) -> None:
+    p = RecordingPipeline(StubRenderer())
+    run(handle_values(p, message(raw, partition=2, offset=99)))
+    [dlq] = p.dead_letters()
+    headers = dict(dlq.headers)
+    assert reason in headers["ves-streams-reason"].decode()
+    assert headers["ves-streams-source-topic"] == b"collectd"
+    assert headers["ves-streams-source-partition"] == b"2"
+    assert headers["ves-streams-source-offset"] == b"99"
+    assert dlq.value == raw[: len(dlq.value)]
+    assert [t for t, _ in p.sent] == ["ves-streams-dlq"]
+
+
+def test_unexpected_exception_is_dead_lettered_not_raised() -> None:
+    p = RecordingPipeline(StubRenderer())
+
+    async def broken(pipeline: Pipeline, msg: Any) -> None:
+        raise KeyError("bug")
+
+    run(p.guard("values", message(b"[]"), broken))
+    [dlq] = p.dead_letters()
+    assert dict(dlq.headers)["ves-streams-reason"].startswith(b"internal error: KeyError")
+
+
+# -- measurements -----------------------------------------------------------
+
+
+def samples_message(p: RecordingPipeline, host: str, t: float, **kw: Any) -> Any:
+    return message(
+        orjson.dumps([values_json(host, t, **kw)]), topic="app-samples", partition=host_partition(host, 4), key=host.encode()
+    )
+
+
+def tick_message(partition: int, end: float, interval: float = 10.0) -> Any:
+    return message(
+        encode_tick(Tick(end, interval)), topic="app-samples", partition=partition, key=b"",
+        headers=[(HEADER_KIND, KIND_TICK)],
+    )  # fmt: skip
+
+
+def test_tick_encoding_round_trips_and_refuses_garbage() -> None:
+    assert decode_tick(encode_tick(Tick(1010.0, 10.0))) == Tick(1010.0, 10.0)
+    with pytest.raises(MalformedInput):
+        decode_tick(b"{}")
+
+
+def test_tick_renders_each_host_of_the_partition_once_per_window() -> None:
+    renderer = StubRenderer(heartbeat_interval=None)
+    p = RecordingPipeline(renderer)
+    hosts = [h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 1][:3]
+
+    async def scenario() -> None:
+        for host in hosts:
+            await handle_samples(p, samples_message(p, host, 1005.0))
+        await handle_samples(p, tick_message(1, 1010.0))
+        await handle_samples(p, tick_message(1, 1010.0))  # duplicate tick (two owners during a rebalance)
+
+    run(scenario())
+    events = p.events()
+    assert sorted(e.key for e in events) == sorted(h.encode() for h in hosts)
+    assert {dict(e.headers)["ves-event-id"] for e in events} == {f"m-{h}-1000.0".encode() for h in hosts}
+    assert p.store.marker(1) == 1010.0
+    assert p.table[marker_key(1)] == b"1010.0"
+    assert p.metrics.windows.labels("duplicate")._value.get() == 1
+
+
+def test_marker_is_written_after_the_events_were_produced() -> None:
+    p = RecordingPipeline(StubRenderer(heartbeat_interval=None))
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 0)
+    writes: list[str] = []
+
+    class Table(dict[bytes, bytes]):
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            writes.append("marker" if key == marker_key(0) else "series")
+            super().__setitem__(key, value)
+
+    p.table = p.store.table = Table()
+
+    async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 1005.0))
+        writes.append("--")
+        await handle_samples(p, tick_message(0, 1010.0))
+
+    run(scenario())
+    assert writes == ["series", "--", "marker"]
+    assert p.order == ["ves-events"]
+
+
+def test_windows_missed_by_a_dead_owner_are_backfilled_with_their_own_ids() -> None:
+    p = RecordingPipeline(StubRenderer(heartbeat_interval=None))
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 2)
+
+    async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 1005.0, interval=100.0))
+        await handle_samples(p, tick_message(2, 1010.0))
+        await handle_samples(p, tick_message(2, 1050.0))  # 1020, 1030, 1040 were never ticked here
+
+    run(scenario())
+    ids = [dict(e.headers)["ves-event-id"].decode() for e in p.events()]
+    assert ids == [f"m-{host}-{s}" for s in (1000.0, 1010.0, 1020.0, 1030.0, 1040.0)]
+    assert p.metrics.windows.labels("backfilled")._value.get() == 3
+
+
+def test_expired_series_are_deleted_and_not_rendered() -> None:
+    renderer = StubRenderer(heartbeat_interval=None)
+    p = RecordingPipeline(renderer)
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 3)
+
+    async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 1000.0, interval=10.0))
+        await handle_samples(p, tick_message(3, 1010.0))
+        await handle_samples(p, tick_message(3, 1030.0))  # 1000 + 2 x 10 < 1030: aged out
+
+    run(scenario())
+    # windows ending 1010 and 1020 (backfilled) still see it; the one ending 1030 does not
+    assert [c[2] for c in renderer.calls] == [1000.0, 1010.0]
+    assert series_key(parse_value_lists(orjson.dumps(values_json(host, 0)))[0]) not in p.table
+    assert p.index.hosts(3) == []
+
+
+def test_heartbeats_go_out_per_host_on_heartbeat_boundaries() -> None:
+    renderer = StubRenderer(heartbeat_interval=20.0)
+    p = RecordingPipeline(renderer)
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 0)
+
+    async def scenario() -> None:
+        for end in (1010.0, 1020.0, 1030.0, 1040.0):
+            await handle_samples(p, samples_message(p, host, end - 5, interval=10.0))
+            await handle_samples(p, tick_message(0, end))
+
+    run(scenario())
+    assert [c for c in renderer.calls if c[0] == "h"] == [("h", host, 1020.0), ("h", host, 1040.0)]
+    domains = [dict(e.headers)["ves-domain"] for e in p.events()]
+    assert domains.count(b"heartbeat") == 2 and domains.count(b"measurement") == 4
+
+
+def test_render_errors_are_dead_lettered_and_other_hosts_still_render() -> None:
+    renderer = StubRenderer(heartbeat_interval=None)
+    hosts = [h for h in (f"h{i}" for i in range(60)) if host_partition(h, 4) == 1][:2]
+    renderer.fail_hosts = {hosts[0]}
+    p = RecordingPipeline(renderer)
+
+    async def scenario() -> None:
+        for host in hosts:
+            await handle_samples(p, samples_message(p, host, 1005.0))
+        await render_partition(p, 1, Tick(1010.0, 10.0), deadletter.Source("app-samples", 1, 5))
+
+    run(scenario())
+    assert [e.key for e in p.events()] == [hosts[1].encode()]
+    [dlq] = p.dead_letters()
+    assert dict(dlq.headers)["ves-streams-host"] == hosts[0].encode()
+    assert orjson.loads(dlq.value)["reason"] == "cannot render"
+
+
+def test_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
+    renderer = StubRenderer(heartbeat_interval=None)
+    p = RecordingPipeline(renderer)
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 1)
+
+    async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 1005.0))
+        p.on_rebalance()  # partitions moved; the table (RocksDB) survives
+        assert not p.index.built
+        await handle_samples(p, tick_message(1, 1010.0))
+
+    run(scenario())
+    assert [e.key for e in p.events()] == [host.encode()]
+
+
+# -- faults -------------------------------------------------------------------
+
+
+def test_notification_becomes_one_fault_event_keyed_by_host() -> None:
+    p = RecordingPipeline(StubRenderer())
+    raw = orjson.dumps({"host": "compute-0", "plugin": "cpu", "severity": "FAILURE", "message": "hot", "time": 1000.5})
+    run(handle_notifications(p, message(raw, topic="collectd-notifications")))
+    [event] = p.events()
+    assert event.key == b"compute-0"
+    assert dict(event.headers)["ves-domain"] == b"fault"
+
+
+def test_malformed_notification_is_dead_lettered() -> None:
+    p = RecordingPipeline(StubRenderer())
+    run(handle_notifications(p, message(b'{"host": "h", "severity": "BAD", "time": 1}', topic="collectd-notifications")))
+    [dlq] = p.dead_letters()
+    assert b"unknown severity" in dict(dlq.headers)["ves-streams-reason"]
+    assert p.events() == []

@@ -1,0 +1,101 @@
+"""State: series keys, Barometer aging with tombstones, the per-partition host index."""
+
+from __future__ import annotations
+
+from ves_streams.collectd import ValueList
+from ves_streams.state import (
+    HostIndex,
+    SampleStore,
+    decode_value_list,
+    encode_value_list,
+    host_partition,
+    is_expired,
+    marker_key,
+    series_key,
+)
+
+
+def vl(host: str = "h1", plugin: str = "cpu", ti: str = "idle", time: float = 100.0, interval: float = 10.0, value: float = 1.0) -> ValueList:
+    return ValueList(host, plugin, "0", "percent", ti, time, interval, (value, None), ("gauge", "gauge"), ("value", "other"))
+
+
+def test_value_list_round_trips_through_the_table_encoding() -> None:
+    original = vl()
+    assert decode_value_list(encode_value_list(original)) == original
+
+
+def test_series_key_identifies_host_plugin_instances_and_type_only() -> None:
+    assert series_key(vl(time=1)) == series_key(vl(time=2, value=9))
+    assert series_key(vl(ti="idle")) != series_key(vl(ti="user"))
+    assert series_key(vl(host="a")) != series_key(vl(host="b"))
+    assert series_key(vl()) == b'["h1","cpu","0","percent","idle"]'
+
+
+def test_aging_is_twice_the_interval() -> None:
+    sample = vl(time=100.0, interval=10.0)
+    assert not is_expired(sample, 119.9)
+    assert not is_expired(sample, 120.0)
+    assert is_expired(sample, 120.1)
+
+
+def test_host_partition_is_kafkas_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for host in ("compute-0", "compute-1", "höst", "a" * 300):
+        expected = DefaultPartitioner()(host.encode(), list(range(4)), list(range(4)))
+        assert host_partition(host, 4) == expected
+    assert {host_partition(f"h{i}", 4) for i in range(100)} == {0, 1, 2, 3}
+
+
+def test_store_keeps_one_record_per_series_and_the_newest_value() -> None:
+    table: dict[bytes, bytes] = {}
+    store = SampleStore(table, HostIndex())
+    assert store.apply(0, [vl(time=100, value=1), vl(ti="user", time=100)]) == 2
+    assert store.apply(0, [vl(time=90, value=5)]) == 0  # older: replay after a restart, ignored
+    assert store.apply(0, [vl(time=100, value=1)]) == 0  # identical: no changelog write
+    assert store.apply(0, [vl(time=110, value=2)]) == 1
+    assert len(table) == 2
+    assert decode_value_list(table[series_key(vl())]).values[0] == 2
+    assert [s.value for s in store.samples(0, "h1") if s.type_instance == "idle"] == [2]
+
+
+def test_expiry_deletes_table_keys_so_the_changelog_gets_tombstones() -> None:
+    table: dict[bytes, bytes] = {}
+    store = SampleStore(table, HostIndex())
+    store.apply(1, [vl(time=100, interval=10), vl(ti="user", time=130, interval=10), vl(host="h2", time=100, interval=10)])
+    removed = store.expire(1, now=125.0)
+    assert sorted(removed) == sorted([series_key(vl()), series_key(vl(host="h2"))])
+    assert list(table) == [series_key(vl(ti="user"))]
+    assert store.index.hosts(1) == ["h1"]  # h2 has nothing left: gone from the index
+    assert store.samples(1, "h2") == []
+
+
+def test_index_rebuild_places_series_by_host_partition_and_keeps_markers() -> None:
+    table: dict[bytes, bytes] = {}
+    writer = SampleStore(table, HostIndex())
+    hosts = [f"host-{i}" for i in range(20)]
+    for host in hosts:
+        writer.apply(host_partition(host, 4), [vl(host=host), vl(host=host, ti="user")])
+    writer.set_marker(2, 1000.0)
+    table[b"garbage"] = b"{not json"
+
+    index = HostIndex()
+    report = index.rebuild(table.items(), partitions=[0, 2], partition_of=lambda h: host_partition(h, 4))
+    expected = sorted(h for h in hosts if host_partition(h, 4) in (0, 2))
+    assert sorted(index.hosts(0) + index.hosts(2)) == expected
+    assert index.hosts(1) == [] and index.hosts(3) == []
+    assert report.series == 2 * len(expected)
+    assert report.unreadable == 1
+    assert index.marker(2) == 1000.0 and index.marker(0) is None
+    assert marker_key(2) in table
+    some = expected[0]
+    p = host_partition(some, 4)
+    assert len(index.value_lists(p, some)) == 2
+
+
+def test_invalidated_index_is_not_built() -> None:
+    index = HostIndex()
+    index.rebuild([], [0], lambda h: 0)
+    assert index.built
+    index.invalidate()
+    assert not index.built and index.partitions() == []
