@@ -15,7 +15,7 @@ import pytest
 
 from ves_streams.rules import CounterIds, RenderContext, load_topology
 
-from .conftest import (
+from .helpers import (
     BAROMETER,
     CAPTURE_NOTIFICATIONS,
     CAPTURE_VALUES,
