@@ -188,7 +188,10 @@ def format_errors(validator: Validator, instance: Any, *, root: str = "body") ->
 
 def _format(errors: Iterable[ValidationError], root: str) -> list[str]:
     lines = {
-        (tuple(str(p) for p in error.absolute_path), f"{_format_path(error.absolute_path, root)}: {_shorten(error.message)}")
+        (
+            tuple((isinstance(p, str), p) for p in error.absolute_path),
+            f"{_format_path(error.absolute_path, root)}: {_shorten(error.message)}",
+        )
         for error in errors
     }
     return [line for _key, line in sorted(lines)]

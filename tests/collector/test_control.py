@@ -18,7 +18,7 @@ def send(collector: VesCollector, event: dict[str, Any] | None = None) -> reques
 
 
 def test_503_window_then_recovery(ves_collector: VesCollector) -> None:
-    faults = ves_collector.control(status=503, seconds=1.5, retry_after=1)
+    faults = ves_collector.control(status=503, seconds=3, retry_after=1)
     assert faults["status"]["status"] == 503
     refused = send(ves_collector)
     assert refused.status_code == 503
@@ -53,7 +53,7 @@ def test_status_without_limit_lasts_until_reset(ves_collector: VesCollector) -> 
 
 
 def test_delay_is_per_request_and_does_not_block_the_server(ves_collector: VesCollector) -> None:
-    ves_collector.control(delay=1.0)
+    ves_collector.control(delay=2.0)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=3) as pool:
         pending = [pool.submit(send, ves_collector) for _ in range(3)]
@@ -62,12 +62,13 @@ def test_delay_is_per_request_and_does_not_block_the_server(ves_collector: VesCo
         answers = [p.result() for p in pending]
     elapsed = time.monotonic() - started
     assert [a.status_code for a in answers] == [202, 202, 202]
-    assert health.status_code == 200 and health_elapsed < 0.9
-    assert 1.0 <= elapsed < 2.5, f"3 delayed requests took {elapsed:.2f}s: delays are not concurrent"
+    assert health.status_code == 200 and health_elapsed < 1.5, "healthcheck waited for the delayed requests"
+    # One after the other they would take 6 s.
+    assert 2.0 <= elapsed < 4.5, f"3 delayed requests took {elapsed:.2f}s: delays are not concurrent"
     ves_collector.control(delay=0)
     started = time.monotonic()
     assert send(ves_collector).status_code == 202
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 1.5
 
 
 def test_rejected_event_ids_get_400(ves_collector: VesCollector) -> None:

@@ -107,16 +107,12 @@ class VesCollector:
         Raises ``TimeoutError`` naming what was seen, so a failing test says
         how far it got.
         """
+        predicate: Callable[[list[dict[str, Any]]], object]
         if isinstance(predicate_or_count, int):
             count = predicate_or_count
-
-            def predicate(events: list[dict[str, Any]]) -> object:
-                return len(events) >= count
-
-            wanted = f"{count} events"
+            predicate, wanted = (lambda events: len(events) >= count), f"{count} events"
         else:
-            predicate = predicate_or_count
-            wanted = getattr(predicate_or_count, "__name__", "predicate")
+            predicate, wanted = predicate_or_count, getattr(predicate_or_count, "__name__", "predicate")
         deadline = time.monotonic() + timeout
         while True:
             events = self.events()
