@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -41,7 +42,7 @@ async def _broker_ids(bootstrap: str) -> list[int]:
         await admin.close()
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[dict[str, object]]:
+async def _partitions(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -255,6 +256,7 @@ def test_a_node_that_cannot_bind_fails_start_with_its_log_tail(kafka_version: st
             cluster.start()
     assert "exited" in failure.value.summary
     assert str(cluster.node(0).log_path) in failure.value.summary
+    assert "Address already in use" in failure.value.summary
     assert "Address already in use" in failure.value.detail
     assert cluster.running_indexes() == []
 
@@ -300,28 +302,28 @@ def test_three_node_cluster_keeps_accepting_acks_all_writes_when_a_node_is_kille
         assert await _broker_ids(bootstrap) == [1, 2, 3]
         await create_topics_async(bootstrap, [topic], partitions=3, replication=3)
         await _produce(bootstrap, topic, before, acks="all")
-        return int((await _partitions(bootstrap, topic))[0]["leader"])  # type: ignore[call-overload]
+        return int((await _partitions(bootstrap, topic))[0]["leader"])
 
     leader = asyncio.run(setup())
     victim = leader - 1  # node ids are 1-based
     cluster.kill_node(victim)
     assert cluster.running_indexes() == [i for i in range(3) if i != victim]
 
-    async def degraded() -> list[dict[str, object]]:
+    async def degraded() -> list[dict[str, Any]]:
         await _produce(bootstrap, topic, during, acks="all", request_timeout_ms=30000)
         return await _partitions(bootstrap, topic)
 
     partitions = asyncio.run(degraded())
     assert all(p["leader"] != leader for p in partitions)
-    assert all(leader not in p["isr"] for p in partitions)  # type: ignore[operator]
-    assert all(len(p["isr"]) == 2 for p in partitions)  # type: ignore[arg-type]
+    assert all(leader not in p["isr"] for p in partitions)
+    assert all(len(p["isr"]) == 2 for p in partitions)
 
     cluster.restart_node(victim)
 
     async def recovered() -> list[tuple[bytes, bytes]]:
         assert await _broker_ids(bootstrap) == [1, 2, 3]
         deadline = time.monotonic() + 60
-        while not all(len(p["isr"]) == 3 for p in await _partitions(bootstrap, topic)):  # type: ignore[arg-type]
+        while not all(len(p["isr"]) == 3 for p in await _partitions(bootstrap, topic)):
             assert time.monotonic() < deadline, "the restarted node did not rejoin the ISR"
             await asyncio.sleep(0.5)
         await _produce(bootstrap, topic, after, acks="all")

@@ -259,13 +259,41 @@ def _tail(text: str, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _file_tail(path: Path, lines: int = 40) -> str:
+def _read_end(path: Path, size: int = 256 * 1024) -> list[str]:
     try:
         with open(path, "rb") as fh:
-            fh.seek(max(0, path.stat().st_size - 64 * 1024))
-            return _tail(fh.read().decode("utf-8", "replace"), lines)
+            fh.seek(max(0, path.stat().st_size - size))
+            return fh.read().decode("utf-8", "replace").splitlines()
     except OSError:
-        return ""
+        return []
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:Caused by: )?[\w.$]+(?:Exception|Error): (.+)$")
+
+
+def _first_error(lines: Sequence[str]) -> str | None:
+    """The message of the first ERROR/FATAL record, preferring the exception text below it,
+    e.g. "Socket server failed to bind to 127.0.0.1:9092: Address already in use."."""
+    for i, line in enumerate(lines):
+        if "] ERROR " in line or "] FATAL " in line:
+            following = _EXCEPTION_LINE.match(lines[i + 1]) if i + 1 < len(lines) else None
+            message = following.group(1) if following else line.split("] ", 1)[-1]
+            return message.strip()[:300]
+    return None
+
+
+def _log_excerpt(path: Path, tail: int = 25) -> str:
+    """The ERROR/FATAL records (first lines only) and the last lines of a broker log:
+    the cause of a failed start is usually far above the shutdown noise at the end."""
+    lines = _read_end(path)
+    errors: list[str] = []
+    for i, line in enumerate(lines):
+        if ("] ERROR " in line or "] FATAL " in line) and len(errors) < 16:
+            errors.append(line[:500])
+            if i + 1 < len(lines) and _EXCEPTION_LINE.match(lines[i + 1]):
+                errors.append("    " + lines[i + 1][:500])
+    parts = [f"--- errors in {path} ---", *errors] if errors else []
+    return "\n".join([*parts, f"--- last {tail} lines of {path} ---", *lines[-tail:]])
 
 
 # --------------------------------------------------------------------------- node configuration
@@ -525,6 +553,13 @@ def wait_for_brokers(
         time.sleep(0.25)
 
 
+def _start_failure(exc: KafkaStartError, log_path: Path) -> KafkaStartError:
+    """``exc`` with the broker's own first error in the summary and the log excerpt as detail."""
+    cause = _first_error(_read_end(log_path))
+    summary = f"{exc.summary}: {cause}" if cause else exc.summary
+    return KafkaStartError(f"{summary} (broker log: {log_path})", _log_excerpt(log_path))
+
+
 def _satisfied(seen: list[int], expected: Sequence[int] | int) -> bool:
     if isinstance(expected, int):
         return len(seen) >= expected
@@ -697,8 +732,7 @@ class KafkaCluster:
             wait_for_brokers(node.address, expected, timeout=self.start_timeout, alive=alive)
         except KafkaStartError as exc:
             failed = next((i for i, p in self._procs.items() if p.poll() is not None), index)
-            log = self.nodes[failed].log_path
-            raise KafkaStartError(f"{exc.summary}; broker log: {log}", _file_tail(log)) from None
+            raise _start_failure(exc, self.nodes[failed].log_path) from None
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop every node: SIGTERM (controlled shutdown), SIGKILL after ``timeout``. Idempotent."""
@@ -868,7 +902,7 @@ def kafka_up(
     except KafkaStartError as exc:
         _terminate([proc.pid], 5)
         _forget(run_dir)
-        raise KafkaStartError(f"{exc.summary}; broker log: {log_path}", _file_tail(log_path)) from None
+        raise _start_failure(exc, log_path) from None
     proc.returncode = 0  # detached on purpose: keep Popen.__del__ from warning that it still runs
     return True
 

@@ -143,8 +143,8 @@ def kafka_cluster3(kafka_version: str, tmp_path: Path) -> Iterator[KafkaCluster]
     try:
         yield cluster
     finally:
-        # disposable data: no point waiting for a controlled shutdown without quorum
-        cluster.stop(timeout=3)
+        # disposable data: no point waiting for the last node's controlled shutdown without quorum
+        cluster.stop(timeout=1)
 
 
 @pytest.fixture
