@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 import faust
@@ -164,5 +165,11 @@ def __getattr__(name: str) -> Any:
         built = globals().get("_app")
         if built is None:
             built = globals()["_app"] = _app_from_environment()
+            # Importing this submodule bound ``ves_streams.app`` to the module;
+            # Faust's CLI looks ``-A ves_streams`` up more than once and must
+            # find the App every time, not the module.
+            package = sys.modules.get(__package__ or "ves_streams")
+            if package is not None:
+                package.app = built
         return built
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

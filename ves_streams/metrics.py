@@ -40,6 +40,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
 #: ``(topic, partition, lag)`` triples, computed at scrape time.
 LagSource = Callable[[], Iterable[tuple[str, int, int]]]
 
@@ -180,5 +182,6 @@ def register_views(app: faust.App, metrics: Metrics, readiness: Readiness) -> No
 
     @app.page("/metrics")
     async def prometheus(self: Any, request: Any) -> Any:
-        data, content_type = metrics.exposition()
-        return self.bytes(data, content_type=content_type)
+        data, _ = metrics.exposition()
+        # aiohttp refuses a charset inside content_type; the exposition is UTF-8 (ASCII in practice).
+        return self.bytes(data, content_type=PROMETHEUS_CONTENT_TYPE)

@@ -294,8 +294,9 @@ def _sasl_mechanism(name: str, raw: str) -> str:
 # the settings object
 
 
-def _env(name: str, parse: Callable[[str, str], Any], *, header: str | None = None) -> dict[str, Any]:
-    return {"env": PREFIX + name, "parse": parse, "header": header}
+def _env(name: str, parse: Callable[[str, str], Any], *, header: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    headers = (header,) if isinstance(header, str) else header
+    return {"env": PREFIX + name, "parse": parse, "header": headers}
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +364,7 @@ class Settings:
     sink_batching: bool = field(default=True, metadata=_env("SINK_BATCHING", _bool, header="sink.batching"))
     sink_batch_max_events: int = field(
         default=100,
-        metadata=_env("SINK_BATCH_MAX_EVENTS", _int_in(1, 100_000, "a whole number of events (1 or more)"), header="sink.batch_max_events"),
+        metadata=_env("SINK_BATCH_MAX_EVENTS", _int_in(1, 100_000, "a whole number of events (1 or more)"), header=("sink.batch_max_events", "sink.batch_size")),
     )
     sink_batch_max_bytes: int = field(
         default=1024 * 1024,
@@ -428,19 +429,24 @@ class Settings:
 
         ``header`` is the rule engine's ``topology.header`` (attributes
         ``values_topic``, ``notifications_topic``, ``events_topic``,
-        ``interval``, ``heartbeat_interval`` and a ``sink`` mapping) or a plain
-        mapping with the same keys. ``None`` values are ignored.
+        ``interval``, ``heartbeat_interval``, ``ves_version`` and a ``sink``
+        mapping) or a plain mapping with the same keys. ``None`` values are
+        ignored (a header ``interval: null`` keeps the default). Sink keys
+        read: ``url``, ``backup_url``, ``timeout``, ``batching``,
+        ``batch_max_events`` (or ``batch_size``), ``batch_max_bytes``,
+        ``linger_ms``, ``retry_max``, ``retry_backoff_initial``,
+        ``retry_backoff_max``; others are left to the sink.
         """
         changes: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            path = f.metadata.get("header")
-            if path is None or f.metadata["env"] in self.explicit:
+            paths = f.metadata.get("header")
+            if paths is None or f.metadata["env"] in self.explicit:
                 continue
-            value = _lookup(header, path)
-            if value is None:
-                continue
-            where = f"topology header {path}"
-            changes[f.name] = f.metadata["parse"](where, str(value))
+            for path in paths:
+                value = _lookup(header, path)
+                if value is not None:
+                    changes[f.name] = f.metadata["parse"](f"topology header {path}", str(value))
+                    break
         if not changes:
             return self
         updated = dataclasses.replace(self, **changes)

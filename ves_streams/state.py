@@ -97,8 +97,12 @@ def decode_value_list(raw: bytes) -> ValueList:
 
 
 def is_expired(vl: ValueList, now: float) -> bool:
-    """True when ``vl`` was not updated within twice its interval (Barometer's rule)."""
-    return vl.time + AGE_FACTOR * vl.interval < now
+    """True when ``vl`` was not updated within twice its interval (Barometer's rule).
+
+    The same boundary as ``ves_streams.rules.fresh_samples``: a value list is
+    current while ``now - time < 2 x interval``.
+    """
+    return now - vl.time >= AGE_FACTOR * vl.interval
 
 
 def host_partition(host: str, partitions: int) -> int:

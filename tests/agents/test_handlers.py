@@ -262,11 +262,11 @@ def test_expired_series_are_deleted_and_not_rendered() -> None:
     async def scenario() -> None:
         await handle_samples(p, samples_message(p, host, 1000.0, interval=10.0))
         await handle_samples(p, tick_message(3, 1010.0))
-        await handle_samples(p, tick_message(3, 1030.0))  # 1000 + 2 x 10 < 1030: aged out
+        await handle_samples(p, tick_message(3, 1030.0))  # backfills 1010-1020, renders 1020-1030
 
     run(scenario())
-    # windows ending 1010 and 1020 (backfilled) still see it; the one ending 1030 does not
-    assert [c[2] for c in renderer.calls] == [1000.0, 1010.0]
+    # the window ending 1010 sees it; at 1020 (backfilled) it is 2 x 10 s old: gone
+    assert [c[2] for c in renderer.calls] == [1000.0]
     assert series_key(parse_value_lists(orjson.dumps(values_json(host, 0)))[0]) not in p.table
     assert p.index.hosts(3) == []
 

@@ -34,8 +34,16 @@ def test_series_key_identifies_host_plugin_instances_and_type_only() -> None:
 def test_aging_is_twice_the_interval() -> None:
     sample = vl(time=100.0, interval=10.0)
     assert not is_expired(sample, 119.9)
-    assert not is_expired(sample, 120.0)
+    assert is_expired(sample, 120.0)
     assert is_expired(sample, 120.1)
+
+
+def test_aging_agrees_with_the_rule_engines_fresh_samples() -> None:
+    from ves_streams.rules import fresh_samples
+
+    for now in (105.0, 119.999, 120.0, 120.001, 150.0):
+        sample = vl(time=100.0, interval=10.0)
+        assert (fresh_samples(sample.samples(), now) == []) == is_expired(sample, now)
 
 
 def test_host_partition_is_kafkas_default_partitioner() -> None:
