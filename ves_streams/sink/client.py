@@ -69,6 +69,12 @@ class VesHttpClient:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE /
+        # CURL_CA_BUNDLE override a session-level ``verify`` (requests#3829).
+        self._verify: str | bool = config.ca_bundle if config.ca_bundle else True
+        self._cert: str | tuple[str, str] | None = (
+            (config.client_cert, config.client_key) if config.client_key else config.client_cert
+        ) if config.client_cert else None
 
     def check_files(self) -> None:
         """Raise :class:`SinkConfigError` when a configured CA bundle, cert or key file is missing."""
@@ -111,9 +117,6 @@ class VesHttpClient:
             if cfg.username is not None:
                 password = cfg.password.reveal() if cfg.password is not None else ""
                 session.auth = requests.auth.HTTPBasicAuth(cfg.username, password)
-            session.verify = cfg.ca_bundle if cfg.ca_bundle else True
-            if cfg.client_cert:
-                session.cert = (cfg.client_cert, cfg.client_key) if cfg.client_key else cfg.client_cert
             self._local.session = session
             self._sessions.append(session)
         return session
@@ -133,6 +136,8 @@ class VesHttpClient:
                 data=body,
                 headers=_HEADERS,
                 timeout=(cfg.connect_timeout, cfg.timeout),
+                verify=self._verify,
+                cert=self._cert,
                 allow_redirects=False,
                 stream=True,
             )
