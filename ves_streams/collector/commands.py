@@ -70,6 +70,8 @@ def run_collector(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(serve(config))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return 130
     except OSError as exc:
         print(f"ves-streams collector: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)
