@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("ves_streams.rules")
+log.addHandler(logging.NullHandler())  # a library logs; the application decides where to
 
 
 @dataclass(frozen=True, slots=True)
