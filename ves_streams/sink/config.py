@@ -227,6 +227,8 @@ class SinkConfig:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: Where a new consumer group starts: "earliest" so events produced before the sink first ran are delivered.
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    #: The consumer's group session timeout (a dead sink's partitions move after this long).
+    session_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers:
@@ -246,23 +248,22 @@ class SinkConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> SinkConfig:
-        """Build the sink's config from the project's settings object (attributes only, no environment).
+        """Build the sink's config from :class:`ves_streams.settings.Settings` (attributes only, no environment).
 
-        Attribute names read (each optional but ``collector_url`` and
-        ``broker``; a missing one keeps this class's default):
-        ``app_id`` (group id ``<app_id>-sink``), ``broker``,
-        ``ves_events_topic``, ``ves_events_dlq_topic``, ``collector_url``,
-        ``collector_backup_url``, ``collector_username``,
-        ``collector_password``, ``collector_ca_bundle``,
-        ``collector_client_cert``, ``collector_client_key``,
-        ``collector_timeout``, ``ves_version``, ``sink_batching``,
-        ``sink_batch_max_events``, ``sink_batch_max_bytes``,
-        ``sink_linger_ms``, ``sink_retry_max``,
-        ``sink_retry_initial_backoff``, ``sink_retry_max_backoff``, and the
-        Kafka security options ``kafka_security_protocol``,
-        ``kafka_sasl_mechanism``, ``kafka_sasl_username``,
-        ``kafka_sasl_password``, ``kafka_ssl_cafile``, ``kafka_ssl_certfile``,
-        ``kafka_ssl_keyfile``.
+        Attributes read (a missing or None one keeps this class's default;
+        ``collector_url`` is required): ``app_id`` (group ``<app_id>-sink``),
+        ``bootstrap_servers`` (or ``broker``), ``ves_events_topic``,
+        ``ves_events_dlq_topic``, ``collector_url``, ``collector_backup_url``,
+        ``collector_username``, ``collector_password``,
+        ``collector_ca_bundle``, ``collector_client_cert``,
+        ``collector_client_key``, ``collector_timeout``, ``ves_version``,
+        ``session_timeout``, ``sink_batching``, ``sink_batch_max_events``,
+        ``sink_batch_max_bytes``, ``sink_linger_ms``, ``sink_retry_max``
+        (retries after the first attempt; 0 = forever),
+        ``sink_retry_initial_backoff``, ``sink_retry_max_backoff``,
+        ``kafka_security_protocol``, ``kafka_sasl_mechanism``,
+        ``kafka_sasl_username``, ``kafka_sasl_password``,
+        ``kafka_ssl_cafile``, ``kafka_ssl_certfile``, ``kafka_ssl_keyfile``.
         """
 
         def get(name: str, default: Any = None) -> Any:
@@ -286,7 +287,7 @@ class SinkConfig:
         collector_defaults_timeout = 10.0
         app_id = get("app_id", "ves-streams")
         return cls(
-            bootstrap_servers=_servers(get("broker", "")),
+            bootstrap_servers=_servers(get("bootstrap_servers") or get("broker", "")),
             group_id=f"{app_id}-sink",
             events_topic=get("ves_events_topic", DEFAULT_EVENTS_TOPIC),
             dlq_topic=get("ves_events_dlq_topic", DEFAULT_DLQ_TOPIC),
@@ -310,8 +311,9 @@ class SinkConfig:
             retry=RetryPolicy(
                 initial_backoff=float(get("sink_retry_initial_backoff", retry_defaults.initial_backoff)),
                 max_backoff=float(get("sink_retry_max_backoff", retry_defaults.max_backoff)),
-                max_attempts=int(get("sink_retry_max", retry_defaults.max_attempts)),
+                max_attempts=_attempts(int(get("sink_retry_max", 0))),
             ),
+            session_timeout_ms=int(float(get("session_timeout", 10.0)) * 1000),
             kafka_security=KafkaSecurity(
                 security_protocol=str(get("kafka_security_protocol", "PLAINTEXT")),
                 sasl_mechanism=_opt_str(get("kafka_sasl_mechanism")),
@@ -322,6 +324,11 @@ class SinkConfig:
                 ssl_keyfile=_opt_str(get("kafka_ssl_keyfile")),
             ),
         )
+
+
+def _attempts(retries: int) -> int:
+    """``VES_STREAMS_SINK_RETRY_MAX`` counts retries; the policy counts attempts (0 stays "forever")."""
+    return retries + 1 if retries > 0 else 0
 
 
 def _opt_str(value: Any) -> str | None:

@@ -110,6 +110,23 @@ class SinkService(Service):
         self._secrets = config.secrets()
         super().__init__(**kwargs)
 
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> SinkService:
+        """The sink configured from the project's settings object (see :meth:`SinkConfig.from_settings`)."""
+        return cls(SinkConfig.from_settings(settings), **kwargs)
+
+    def is_ready(self) -> bool:
+        """True while the service runs and its delivery loop is alive (a sink with no partitions is ready too)."""
+        runner = self._runner
+        return (
+            self.started
+            and not self.should_stop
+            and not self.crashed
+            and runner is not None
+            and not runner.done()
+            and self._consumer is not None
+        )
+
     def _repr_info(self) -> str:
         return f"group={self.config.group_id} topic={self.config.events_topic} collector={self.config.collector.url}"
 
@@ -139,6 +156,8 @@ class SinkService(Service):
                 enable_auto_commit=False,
                 auto_offset_reset=cfg.auto_offset_reset,
                 max_poll_records=cfg.batching.max_events,
+                session_timeout_ms=cfg.session_timeout_ms,
+                heartbeat_interval_ms=max(100, min(3000, cfg.session_timeout_ms // 3)),
                 **security,
             )
             self._consumer.subscribe([cfg.events_topic], listener=_Rebalance(self))
