@@ -284,9 +284,14 @@ class SampleStore:
         return [key for key, _ in expired]
 
     def samples(self, partition: int, host: str) -> list[Sample]:
-        """All samples of a host (one per data source of each value list)."""
+        """All samples of a host (one per data source of each value list), in series order.
+
+        The order does not depend on the history of the index (arrival order
+        vs. a rebuild from RocksDB), so any worker renders a host's window
+        into the same event body.
+        """
         out: list[Sample] = []
-        for vl in self.index.value_lists(partition, host):
+        for vl in sorted(self.index.value_lists(partition, host), key=lambda v: v.series):
             out.extend(vl.samples())
         return out
 

@@ -107,3 +107,13 @@ def test_invalidated_index_is_not_built() -> None:
     assert index.built
     index.invalidate()
     assert not index.built and index.partitions() == []
+
+
+def test_samples_come_in_series_order_whatever_the_arrival_order() -> None:
+    a = SampleStore({}, HostIndex())
+    b = SampleStore({}, HostIndex())
+    lists = [vl(ti=t) for t in ("user", "idle", "system")]
+    a.apply(0, lists)
+    b.apply(0, list(reversed(lists)))
+    assert a.samples(0, "h1") == b.samples(0, "h1")
+    assert [s.type_instance for s in a.samples(0, "h1") if s.ds_name == "value"] == ["idle", "system", "user"]
