@@ -275,3 +275,14 @@ def test_barometer_files_load_byte_for_byte_unchanged(tmp_path):
     for path in sorted(BAROMETER.glob("*.yaml")):
         topology = load_topology(path)
         assert topology.header.ves_version == "5.4.1" and topology.header.name == path.stem
+
+
+def test_rules_loader_is_a_safe_loader_for_other_tools():
+    import yaml
+
+    from ves_streams.rules.loader import RulesLoader, TaggedValue
+
+    data = yaml.load("a: !Number '{vl.value}'\nb: [1, 2]\n", Loader=RulesLoader)
+    assert isinstance(data["a"], TaggedValue) and data["a"].tag == "!Number" and data["b"] == [1, 2]
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.load("a: !!python/object/apply:os.system ['true']\n", Loader=RulesLoader)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import RuleError
 
@@ -204,7 +204,3 @@ def _yaml_error(path: str, exc: yaml.MarkedYAMLError) -> RuleError:
         f"invalid YAML: {problem}",
         "fix the YAML syntax at this position",
     )
-
-
-def is_scalar(node: Node) -> bool:
-    return isinstance(node, ScalarNode)
