@@ -419,3 +419,73 @@ def _wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         time.sleep(0.05)
+
+
+class _ImpatientSink(SinkService):
+    """A sink whose group evicts a member that does not poll for 2 s (the default is 5 min)."""
+
+    def _consumer_options(self, security: dict[str, Any]) -> dict[str, Any]:
+        return {**super()._consumer_options(security), "max_poll_interval_ms": 2000}
+
+
+def test_a_long_outage_keeps_the_group_membership_and_delivers_once(
+    kafka: Any, ves_collector: VesCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic, _ = _topics(kafka, "membership", partitions=2)
+    sent = _stream(hosts=4, per_host=10)
+    config = _config(kafka, topic, CollectorConfig(url=ves_collector.url))
+    ves_collector.control(status=503, seconds=7)
+    caplog.set_level(logging.INFO, logger="ves_streams.sink.service")
+
+    async def main() -> None:
+        await _produce(kafka.bootstrap_servers, topic, sent)
+        async with _ImpatientSink(config) as service:
+            accepted = await _wait_for(ves_collector, len(sent), timeout=40)
+            await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
+            assert not service.crashed
+        _assert_once_and_in_key_order(accepted, sent)
+
+    asyncio.run(main())
+    assignments = [r for r in caplog.records if "partitions assigned" in r.getMessage()]
+    assert len(assignments) == 1, "waiting out the outage (3x the poll interval) never cost the group membership"
+
+
+def test_two_sinks_share_the_partitions_and_a_leaving_one_loses_nothing(
+    kafka: Any, ves_collector: VesCollector
+) -> None:
+    topic, _ = _topics(kafka, "scale", partitions=4)
+    first_wave = _stream(hosts=8, per_host=10)
+    second_wave = [event("heartbeat", f"host-{h}", 100 + i) for i in range(10) for h in range(8)]
+    config = _config(kafka, topic, CollectorConfig(url=ves_collector.url))
+
+    async def main() -> None:
+        a, b = SinkService(config), SinkService(config)
+        await a.start()
+        await b.start()
+        try:
+            deadline = time.monotonic() + 30
+
+            def shared() -> bool:
+                sizes = [len(s._consumer.assignment()) if s._consumer else 0 for s in (a, b)]  # noqa: SLF001
+                return min(sizes) > 0 and sum(sizes) == 4
+
+            while not shared():
+                assert time.monotonic() < deadline, "the two sinks never shared the 4 partitions"
+                await asyncio.sleep(0.1)
+            await _produce(kafka.bootstrap_servers, topic, first_wave)
+            accepted = await _wait_for(ves_collector, len(first_wave))
+            _assert_once_and_in_key_order(accepted, first_wave)
+            await a.stop()
+            await _produce(kafka.bootstrap_servers, topic, second_wave)
+            everything = await _wait_for(
+                ves_collector,
+                lambda events: set(_ids(second_wave)) <= set(_ids(events)),
+                timeout=40,
+            )
+            await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
+            assert sorted(set(_ids(everything))) == sorted(_ids(first_wave + second_wave))
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(main())

@@ -149,17 +149,7 @@ class SinkService(Service):
                 **security,
             )
             await self._producer.start()
-            self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=cfg.bootstrap_servers,
-                group_id=cfg.group_id,
-                client_id=cfg.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset=cfg.auto_offset_reset,
-                max_poll_records=cfg.batching.max_events,
-                session_timeout_ms=cfg.session_timeout_ms,
-                heartbeat_interval_ms=max(100, min(3000, cfg.session_timeout_ms // 3)),
-                **security,
-            )
+            self._consumer = AIOKafkaConsumer(**self._consumer_options(security))
             self._consumer.subscribe([cfg.events_topic], listener=_Rebalance(self))
             await self._consumer.start()
         except BaseException:
@@ -175,6 +165,21 @@ class SinkService(Service):
             "on" if cfg.batching.enabled else "off",
         )
         self._runner = asyncio.ensure_future(self._run_guarded())
+
+    def _consumer_options(self, security: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments of the events consumer (a seam for tests that need other timeouts)."""
+        cfg = self.config
+        return {
+            "bootstrap_servers": cfg.bootstrap_servers,
+            "group_id": cfg.group_id,
+            "client_id": cfg.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": cfg.auto_offset_reset,
+            "max_poll_records": cfg.batching.max_events,
+            "session_timeout_ms": cfg.session_timeout_ms,
+            "heartbeat_interval_ms": max(100, min(3000, cfg.session_timeout_ms // 3)),
+            **security,
+        }
 
     async def on_stop(self) -> None:
         """Stop the loop (the batch in flight is abandoned, uncommitted), then close everything."""
