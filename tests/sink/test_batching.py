@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import itertools
 import random
 
@@ -175,6 +177,6 @@ def test_one_by_one_keeps_order_as_single_requests() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"max_events": 0}, {"max_bytes": 10}, {"linger_ms": -1}])
-def test_invalid_limits_are_refused_naming_the_setting(kwargs: dict[str, int]) -> None:
+def test_invalid_limits_are_refused_naming_the_setting(kwargs: dict[str, Any]) -> None:
     with pytest.raises(SinkConfigError, match="sink"):
         BatchLimits(**kwargs)

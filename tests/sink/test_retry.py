@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import email.utils
 
 import pytest
@@ -132,6 +134,6 @@ def test_schedule_respects_retry_after_longer_than_failback() -> None:
     "kwargs",
     [{"initial_backoff": 0}, {"max_backoff": 0.1}, {"max_attempts": -1}, {"failback_after": -1}],
 )
-def test_invalid_retry_settings_are_refused(kwargs: dict[str, float]) -> None:
+def test_invalid_retry_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(SinkConfigError):
         RetryPolicy(**kwargs)

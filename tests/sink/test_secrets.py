@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ves_streams.sink.config import CollectorConfig, KafkaSecurity, Secret, SinkConfig
@@ -19,12 +21,12 @@ PASSWORD = "s3cr3t-Pa55"
 def _config() -> SinkConfig:
     return SinkConfig(
         bootstrap_servers="127.0.0.1:9092",
-        collector=CollectorConfig(url="https://ves:8443", username="sink", password=PASSWORD),
+        collector=CollectorConfig(url="https://ves:8443", username="sink", password=Secret(PASSWORD)),
         kafka_security=KafkaSecurity(
             security_protocol="SASL_PLAINTEXT",
             sasl_mechanism="PLAIN",
             sasl_plain_username="k",
-            sasl_plain_password="kafka-" + PASSWORD,
+            sasl_plain_password=Secret("kafka-" + PASSWORD),
         ),
     )
 
@@ -78,7 +80,8 @@ def test_collector_url_keeps_prefix_and_drops_listener_path() -> None:
     c = CollectorConfig(url="http://ves:30000/eventListener/v5", ves_version="5")
     assert c.batch_url(c.url) == "http://ves:30000/eventListener/v5/eventBatch"
     assert c.single_url(c.url) == "http://ves:30000/eventListener/v5"
-    assert CollectorConfig(url="http://v", ves_version="v7.2.1").ves_version == "7"
+    settings_style: Any = "v7.2.1"
+    assert CollectorConfig(url="http://v", ves_version=settings_style).ves_version == "7"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from ves_streams.sink.batching import OPEN_BUDGET, BatchLimits
-from ves_streams.sink.config import CollectorConfig, SinkConfig
+from ves_streams.sink.config import CollectorConfig, Secret, SinkConfig
 from ves_streams.sink.retry import RetryPolicy
 from ves_streams.sink.service import SinkService
 
@@ -288,7 +288,7 @@ def test_basic_auth_and_mutual_tls_with_a_ca_bundle_never_log_the_password(
         CollectorConfig(
             url=collector.url,
             username="sink",
-            password=password,
+            password=Secret(password),
             ca_bundle=str(ves_collector_tls_files.cert),
             client_cert=str(ves_collector_client_tls_files.cert),
             client_key=str(ves_collector_client_tls_files.key),
@@ -317,7 +317,7 @@ def test_wrong_password_is_retried_not_dead_lettered(
     collector = ves_collector_factory(username="sink", password=password)
     topic, dlq = _topics(kafka, "auth")
     sent = [event("heartbeat", "host-0", i) for i in range(3)]
-    config = _config(kafka, topic, CollectorConfig(url=collector.url, username="sink", password="wrong-Pa55word"))
+    config = _config(kafka, topic, CollectorConfig(url=collector.url, username="sink", password=Secret("wrong-Pa55word")))
     caplog.set_level(logging.DEBUG)
 
     async def main() -> None:

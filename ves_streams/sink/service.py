@@ -80,7 +80,7 @@ class _Pipeline:
     ready: deque[Batch] = field(default_factory=deque)
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
     def __init__(self, service: SinkService) -> None:
         self._service = service
 
@@ -353,15 +353,17 @@ class SinkService(Service):
         return True
 
     async def _send_letter(self, producer: AIOKafkaProducer, letter: DeadLetter) -> asyncio.Future[Any] | None:
+        future: asyncio.Future[Any]
         try:
-            return await producer.send(
+            future = await producer.send(
                 self.config.dlq_topic, value=letter.value, key=letter.key, headers=list(letter.headers)
             )
         except (MessageSizeTooLargeError, RecordTooLargeError):
             fallback = _without_value(letter)
-            return await producer.send(
+            future = await producer.send(
                 self.config.dlq_topic, value=fallback.value, key=fallback.key, headers=list(fallback.headers)
             )
+        return future
 
     # -- offsets and the consumer group -----------------------------------
 
