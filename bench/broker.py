@@ -1,0 +1,123 @@
+"""The one Kafka broker of a benchmark run, and what the run asks it.
+
+One KRaft node (:class:`~ves_streams.kafka_local.KafkaCluster`, full JIT)
+serves every phase; phases keep apart by topic and consumer-group names
+that carry the run id. The questions asked of it: create topics (and wait
+for their leaders), end offsets, a group's committed offsets, and so the
+group's lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from ves_streams.kafka_local import SERVICE_JVM_OPTS, KafkaCluster
+
+__all__ = ["BenchBroker", "Lag"]
+
+
+class Lag(dict[str, int]):
+    """Records not consumed by a group, per topic (end offset minus committed offset)."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.values())
+
+
+class BenchBroker:
+    """A single-node broker on free ports for the whole run."""
+
+    def __init__(self, data_dir: Path, version: str, partitions: int) -> None:
+        self.default_partitions = partitions
+        self.cluster = KafkaCluster(data_dir, size=1, version=version, num_partitions=partitions, jvm_opts=SERVICE_JVM_OPTS)
+
+    def start(self) -> BenchBroker:
+        self.cluster.start()
+        return self
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cluster.bootstrap_servers
+
+    @property
+    def url(self) -> str:
+        return self.cluster.broker_url
+
+    @property
+    def pids(self) -> list[int]:
+        """The broker's JVM process ids (for its CPU time)."""
+        return [p.pid for p in self.cluster._procs.values() if p.poll() is None]
+
+    async def create_topics(self, names: Sequence[str], partitions: int | None = None, timeout: float = 30.0) -> None:
+        """Create ``names`` (those that exist are left alone) and wait until every partition has a leader."""
+        count = partitions or self.default_partitions
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [NewTopic(n, num_partitions=count, replication_factor=1) for n in names if n not in existing]
+            if new:
+                await admin.create_topics(new)
+            deadline = time.monotonic() + timeout
+            while True:
+                described = await admin.describe_topics(list(names))
+                if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+                       for t in described):  # fmt: skip
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topics {list(names)} have no leader after {timeout:.0f} s")
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+
+    async def topic_partitions(self, topics: Sequence[str]) -> list[TopicPartition]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(topics))
+        finally:
+            await admin.close()
+        return [TopicPartition(t["topic"], p["partition"]) for t in described if t["error_code"] == 0
+                for p in t["partitions"]]  # fmt: skip
+
+    async def end_offsets(self, topics: Sequence[str]) -> dict[TopicPartition, int]:
+        partitions = await self.topic_partitions(topics)
+        if not partitions:
+            return {}
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return dict(await consumer.end_offsets(partitions))
+        finally:
+            await consumer.stop()
+
+    async def committed(self, group: str) -> dict[TopicPartition, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+    async def lag(self, group: str, topics: Sequence[str]) -> Lag:
+        """End offsets minus ``group``'s committed offsets, per topic (uncommitted partitions count whole)."""
+        ends = await self.end_offsets(topics)
+        committed = await self.committed(group)
+        lag = Lag({t: 0 for t in topics})
+        for tp, end in ends.items():
+            lag[tp.topic] += max(0, end - committed.get(tp, 0))
+        return lag
+
+    async def message_count(self, topics: Sequence[str]) -> int:
+        """Records in ``topics`` (end offsets summed; the run's topics are never compacted or trimmed)."""
+        return sum((await self.end_offsets(topics)).values())
