@@ -37,8 +37,8 @@ def test_config_repr_and_str_never_show_passwords() -> None:
         assert PASSWORD not in text
     assert isinstance(config.collector.password, Secret)
     assert config.collector.password.reveal() == PASSWORD
-    assert repr(Secret(PASSWORD)) == "Secret('***')" and str(Secret(PASSWORD)) == "Secret('***')"
-    assert f"{Secret(PASSWORD)}" == "Secret('***')"
+    assert repr(Secret(PASSWORD)) == "Secret('********')" and str(Secret(PASSWORD)) == "********"
+    assert f"{Secret(PASSWORD)}" == "********"
 
 
 def test_config_secrets_lists_every_password_for_scrubbing() -> None:

@@ -11,34 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ves_streams.collector.errors import CollectorConfigError
+from ves_streams.secret import Secret
 
 __all__ = ["DEFAULT_PASSWORD_ENV", "Secret", "BasicAuthCredentials", "CollectorConfig", "rejected_path_for"]
 
 #: Environment variable holding the Basic auth password unless ``--password-env`` names another.
 DEFAULT_PASSWORD_ENV = "VES_STREAMS_COLLECTOR_PASSWORD"
-
-
-class Secret:
-    """A string that does not print: ``repr``/``str`` give ``'***'``; :meth:`reveal` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)

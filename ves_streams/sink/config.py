@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ves_streams.secret import Secret
 from ves_streams.sink.batching import BatchLimits
 from ves_streams.sink.errors import SinkConfigError, scrub_url
 from ves_streams.sink.retry import RetryPolicy
@@ -47,33 +48,6 @@ DEFAULT_DLQ_TOPIC = "ves-events-dlq"
 VesVersion = Literal["5", "7"]
 
 _LISTENER_SUFFIX = re.compile(r"/eventListener(?:/v[0-9.]+(?:/eventBatch)?)?/?$")
-
-
-class Secret:
-    """A string that never prints: ``repr``/``str`` are ``'***'``; :meth:`reveal` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself; call only where it is sent, never where it is logged."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 def _secret(value: Secret | str | None) -> Secret | None:
