@@ -1,0 +1,677 @@
+"""Drill-only helpers: real workers on a 3-broker cluster, a steady feed, and what reached the collector.
+
+A drill (see ``tests/drills/test_*.py``) runs the product as deployed:
+processing workers (``VES_STREAMS_ROLE=process``) and a separate sink
+(``VES_STREAMS_ROLE=sink``, its own consumer group) as ``faust -A
+ves_streams worker`` subprocesses, every topic at replication factor 3 with
+``min.insync.replicas`` 2, and the real collector. It then damages something
+and checks what the collector received against what was fed.
+
+* :class:`Drill` owns one drill's topics, workers, Kafka I/O and feed.
+* :class:`Feed` is a background producer: every interval, one round of
+  ``write_kafka``-shaped value lists (the recorded capture, re-hosted and
+  re-timed with :func:`ves_streams.replay.round_messages`) for every host,
+  sent mid-window; every few rounds one notification with a unique token.
+* :func:`delivery_report` joins the collector's events with the
+  ``ves-events`` records (whose headers name each event's window) and
+  computes the invariants: missing windows per host, per-host order, eventId
+  uniqueness, fault events per notification, events not delivered.
+* :class:`RssSampler` samples ``VmRSS`` of processes while a fault lasts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.support import KafkaIO, Names, Record, TopicReader, Worker, notification
+from tests.plugins.collector import VesCollector
+from tests.plugins.kafka import create_topics
+from ves_streams.replay import DEFAULT_CAPTURE_DIR, Capture, load_capture, round_messages
+
+#: Render interval of the drills' workers (windows every 2 s).
+INTERVAL = 2.0
+#: Heartbeats every 10 s, so a drill sees several.
+HEARTBEAT_INTERVAL = 10.0
+PARTITIONS = 4
+REPLICATION = 3
+#: Consumer-group session timeout of the workers: a SIGKILLed worker is evicted within this.
+SESSION_TIMEOUT = 6.0
+#: Sink-only workers run as app ``<app id>-delivery``. A Faust app without
+#: tables (the sink role) joins its consumer group ``<app id>`` with Faust's
+#: round-robin assignor, the processing workers with the "faust" one, so
+#: whichever joins second fails with InconsistentGroupProtocolError and never
+#: becomes ready. Set this to "" once ves_streams/app.py gives the sink role
+#: its own group.
+SINK_APP_ID_SUFFIX = "-delivery"
+#: Input topics accept messages this large, so a 10 MB message reaches the worker (which must refuse it).
+BIG_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@cache
+def capture() -> Capture:
+    """The recorded collectd capture; its value lists carry ``interval`` 5 s, so samples stay fresh 10 s."""
+    return load_capture(DEFAULT_CAPTURE_DIR / "compute-0.values.jsonl")
+
+
+def freshness() -> float:
+    """How long a sample counts as current (Barometer's aging: twice its collectd interval)."""
+    return 2.0 * capture().interval
+
+
+# -- the feed ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FedRound:
+    """One round of value lists for every host: their ``time`` and when the broker acknowledged them."""
+
+    sample_time: float
+    acked_at: float
+
+
+@dataclass(frozen=True)
+class FedNotification:
+    host: str
+    token: str
+    raw: bytes
+    acked_at: float
+
+
+class Feed:
+    """Produces a round for every host each ``interval``, mid-window, until stopped.
+
+    A round (or notification) whose produce fails is sent again, the same
+    bytes, until acknowledged: the feed is at-least-once, as ``write_kafka``
+    with retries is, and a value list or notification sent twice is the same
+    sample or the same notification (same eventId).
+    """
+
+    def __init__(
+        self,
+        io: KafkaIO,
+        names: Names,
+        hosts: Sequence[str],
+        *,
+        interval: float = INTERVAL,
+        notify_every: int = 3,
+        notification_text: Callable[[int], str] = lambda i: f"drill notification {i:04d}",
+        extra: Callable[[int], list[tuple[str, bytes]]] | None = None,
+    ) -> None:
+        self.io = io
+        self.names = names
+        self.hosts = list(hosts)
+        self.interval = interval
+        self.notify_every = notify_every
+        self.notification_text = notification_text
+        self.extra = extra
+        self.rounds: list[FedRound] = []
+        self.notifications: list[FedNotification] = []
+        self.extras_sent = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drill-feed", daemon=True)
+        self._crash: BaseException | None = None
+
+    def start(self) -> Feed:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(90)
+        if self._thread.is_alive():
+            raise AssertionError("the feed thread did not stop within 90 s (producer stuck?)")
+        if self._crash is not None:
+            raise AssertionError(f"the feed crashed: {self._crash!r}") from self._crash
+
+    def _send(self, what: str, send: Callable[[], None]) -> bool:
+        """Retry until acknowledged; False if the drill stopped first."""
+        while not self._stop.is_set():
+            try:
+                send()
+                return True
+            except Exception as exc:  # retried: the broker may be down on purpose
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {what}: {type(exc).__name__}: {exc}")
+                self._stop.wait(0.5)
+        return False
+
+    def _run(self) -> None:
+        try:
+            index = 0
+            while not self._stop.is_set():
+                boundary = math.floor(time.time() / self.interval) * self.interval
+                due = boundary + self.interval / 2
+                if due < time.time():
+                    due += self.interval
+                if self._stop.wait(max(0.0, due - time.time())):
+                    break
+                now = time.time()
+                messages = list(round_messages(capture(), index, self.hosts, now))
+                if not self._send(f"round {index}", lambda: self.io.produce_many(self.names.values, messages)):
+                    break
+                self.rounds.append(FedRound(now, time.time()))
+                if self.extra is not None:
+                    for topic, raw in self.extra(index):
+                        if not self._send(f"extra to {topic}", lambda: self.io.produce(topic, raw)):
+                            return
+                        self.extras_sent += 1
+                if self.notify_every and index % self.notify_every == 0:
+                    n = len(self.notifications)
+                    host = self.hosts[n % len(self.hosts)]
+                    token = self.notification_text(n)
+                    raw = notification(host, time.time(), token)
+                    if not self._send(f"notification {n}", lambda: self.io.produce(self.names.notifications, raw)):
+                        break
+                    self.notifications.append(FedNotification(host, token, raw, time.time()))
+                index += 1
+        except BaseException as exc:
+            self._crash = exc
+
+    def max_gap(self) -> float:
+        """Longest time between two acknowledged rounds (the feed's own hiccups)."""
+        acked = [r.acked_at for r in self.rounds]
+        return max((b - a for a, b in zip(acked, acked[1:])), default=0.0)
+
+    def fresh_windows(self, *, skip: int = 1) -> list[float]:
+        """Starts of the windows every host should have a measurement event for.
+
+        A window ``[s, s + interval)`` counts when some round was acknowledged
+        before ``s`` and is still current at the window's end; the first
+        ``skip`` such windows are left out (the pipeline was warming up).
+        """
+        if not self.rounds:
+            return []
+        first = math.ceil(self.rounds[0].acked_at / self.interval) * self.interval
+        last = self.rounds[-1].acked_at + freshness()
+        out = []
+        s = first
+        while s + self.interval <= last:
+            end = s + self.interval
+            if any(r.acked_at <= s and end - r.sample_time < freshness() for r in self.rounds):
+                out.append(round(s, 6))
+            s = round(s + self.interval, 6)
+        return out[skip:]
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "rounds": len(self.rounds),
+            "value_lists": sum(len(self.hosts) * len(capture().rounds[i % len(capture().rounds)]) for i in range(len(self.rounds))),
+            "notifications": len(self.notifications),
+            "extras": self.extras_sent,
+            "max_gap_s": round(self.max_gap(), 2),
+            "produce_retries": len(self.failures),
+        }
+
+
+# -- the drill ------------------------------------------------------------------------
+
+
+def drill_env(broker_url: str, names: Names, collector_url: str, role: str) -> dict[str, str]:
+    """A worker's settings in a drill (interval 2 s, replication 3, session timeout 6 s)."""
+    return {
+        "VES_STREAMS_BROKER": broker_url,
+        "VES_STREAMS_ROLE": role,
+        "VES_STREAMS_INTERVAL": str(INTERVAL),
+        "VES_STREAMS_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
+        "VES_STREAMS_PARTITIONS": str(PARTITIONS),
+        "VES_STREAMS_REPLICATION": str(REPLICATION),
+        "VES_STREAMS_KAFKA_SESSION_TIMEOUT": str(SESSION_TIMEOUT),
+        "VES_STREAMS_HOSTNAME": "ves-streams-drill",
+        "VES_STREAMS_COLLECTOR_URL": collector_url,
+        "VES_STREAMS_SINK_LINGER_MS": "100",
+        **names.env(),
+    }
+
+
+class Drill:
+    """One drill's topics, workers, Kafka I/O and feed; :meth:`close` stops everything it started."""
+
+    def __init__(self, name: str, bootstrap: str, broker_url: str, collector: VesCollector, workdir: Path) -> None:
+        self.names = Names.unique(name[:30])
+        self.bootstrap = bootstrap
+        self.broker_url = broker_url
+        self.collector = collector
+        self.workdir = workdir
+        self.workers: list[Worker] = []
+        self.feeds: list[Feed] = []
+        self.started = time.monotonic()
+        self._io: KafkaIO | None = None
+        self._events: TopicReader | None = None
+        self._dlq: TopicReader | None = None
+
+    # -- set-up
+
+    @property
+    def io(self) -> KafkaIO:
+        if self._io is None:
+            self._io = KafkaIO(self.bootstrap)
+        return self._io
+
+    def create_topics(self) -> None:
+        """Inputs (16 MiB messages allowed) and outputs at RF 3; Faust creates its own (samples, changelog) at RF 3."""
+        n = self.names
+        create_topics(self.bootstrap, [n.values, n.notifications], PARTITIONS, REPLICATION,
+                      configs={"max.message.bytes": str(BIG_MESSAGE_BYTES)}, timeout=60)  # fmt: skip
+        create_topics(self.bootstrap, [n.events, n.dlq, n.events_dlq], PARTITIONS, REPLICATION, timeout=60)
+
+    def worker(self, name: str, role: str, *, wait: bool = True, **env: str) -> Worker:
+        settings = {**drill_env(self.broker_url, self.names, self.collector.url, role), **env}
+        worker = Worker(name, settings, self.workdir / "workers")
+        self.workers.append(worker)
+        worker.start()
+        if wait:
+            worker.wait_ready(timeout=120)
+        return worker
+
+    def processor(self, name: str = "p1", **env: str) -> Worker:
+        return self.worker(name, "process", **env)
+
+    def sink(self, name: str = "sink", **env: str) -> Worker:
+        """A sink-only worker (``VES_STREAMS_ROLE=sink``).
+
+        It runs under its own app id (:data:`SINK_APP_ID_SUFFIX`): with the
+        processing workers' app id it cannot join (see
+        ``test_sink_worker_shares_the_app_id_of_the_processing_workers``).
+        The sink's own consumer group is then ``<app id>-delivery-sink``;
+        nothing else about it changes (topic names are set explicitly).
+        """
+        return self.worker(name, "sink", **{"VES_STREAMS_APP_ID": self.names.app_id + SINK_APP_ID_SUFFIX, **env})
+
+    @property
+    def events(self) -> TopicReader:
+        """Every ``ves-events`` record since the beginning (eventId, domain, host, window from the headers)."""
+        if self._events is None:
+            self._events = self.io.reader([self.names.events])
+        return self._events
+
+    @property
+    def dlq(self) -> TopicReader:
+        if self._dlq is None:
+            self._dlq = self.io.reader([self.names.dlq])
+        return self._dlq
+
+    def feed(self, hosts: Sequence[str], **options: Any) -> Feed:
+        feed = Feed(self.io, self.names, hosts, **options)
+        self.feeds.append(feed)
+        return feed.start()
+
+    # -- waiting
+
+    def warm_up(self, hosts: Sequence[str], timeout: float = 60.0) -> float:
+        """Wait until every host has a measurement event at the collector; returns how long it took."""
+        start = time.monotonic()
+        wanted = set(hosts)
+
+        def every_host_measured(events: list[dict[str, Any]]) -> bool:
+            return wanted <= {e["commonEventHeader"]["sourceName"] for e in events if e["commonEventHeader"]["domain"] == "measurement"}
+
+        self.collector.wait_for(every_host_measured, timeout=timeout)
+        return time.monotonic() - start
+
+    def drain(self, feed: Feed, hosts: Sequence[str], timeout: float = 60.0, *, collector: VesCollector | None = None) -> float:
+        """After the feed stopped: wait until the collector has every event of ``ves-events``
+        and the measurement windows the feed makes due (or ``timeout``); returns the seconds waited."""
+        collector = collector or self.collector
+        start = time.monotonic()
+        deadline = start + timeout
+        windows = feed.fresh_windows()
+        while time.monotonic() < deadline:
+            report = delivery_report(collector.events(), self.events.snapshot(), hosts, windows, feed.notifications)
+            if not report.undelivered and not any(report.missing.values()) and report.faults_ok:
+                break
+            time.sleep(0.5)
+        # ves-events may still be receiving the last windows: one more interval, then stable
+        time.sleep(INTERVAL)
+        return time.monotonic() - start
+
+    def report(self, feed: Feed, hosts: Sequence[str], *, collector: VesCollector | None = None) -> DeliveryReport:
+        collector = collector or self.collector
+        events = collector.events()
+        # the reader may lag the collector by a few records; wait for it to know every eventId
+        deadline = time.monotonic() + 30
+        while True:
+            report = delivery_report(events, self.events.snapshot(), hosts, feed.fresh_windows(), feed.notifications)
+            if not report.unknown or time.monotonic() > deadline:
+                return report
+            time.sleep(0.5)
+
+    # -- teardown
+
+    def close(self, failed: bool) -> None:
+        for feed in self.feeds:
+            feed._stop.set()
+        for worker in self.workers:
+            worker.kill()
+        if self._io is not None:
+            self._io.close()
+        if failed:
+            for worker in self.workers:
+                print(f"\n===== {worker.name} log (tail) =====\n{worker.log_tail(60)}")
+
+
+# -- what reached the collector -------------------------------------------------------
+
+
+@dataclass
+class DeliveryReport:
+    """The invariants of a drill, computed from the collector's events and the ``ves-events`` records."""
+
+    events: int = 0
+    distinct: int = 0
+    by_domain: dict[str, int] = field(default_factory=dict)
+    #: eventIds received more than once: how many extra copies.
+    duplicates: int = 0
+    #: collector eventIds not (yet) seen on ves-events.
+    unknown: list[str] = field(default_factory=list)
+    #: (domain, host, window) rendered with more than one eventId, or an eventId used for several windows.
+    ambiguous: list[str] = field(default_factory=list)
+    #: host -> expected window starts with no measurement event.
+    missing: dict[str, list[float]] = field(default_factory=dict)
+    #: host -> heartbeat boundaries (inside the expected windows) with no heartbeat.
+    missing_heartbeats: dict[str, list[float]] = field(default_factory=dict)
+    #: host -> [(earlier window, later window)] where the later one arrived first.
+    out_of_order: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    #: eventIds on ves-events never accepted by the collector.
+    undelivered: list[str] = field(default_factory=list)
+    notifications: int = 0
+    fault_ids: int = 0
+    #: notification token -> number of distinct fault eventIds carrying it (must be 1 each).
+    faults_per_notification: dict[str, int] = field(default_factory=dict)
+    #: fault events whose text names no notification that was sent.
+    stray_faults: int = 0
+    expected_windows: int = 0
+
+    @property
+    def faults_ok(self) -> bool:
+        return (
+            self.fault_ids == self.notifications
+            and all(n == 1 for n in self.faults_per_notification.values())
+            and self.stray_faults == 0
+        )
+
+    def worst_missing(self) -> int:
+        return max((len(w) for w in self.missing.values()), default=0)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "events_received": self.events,
+            "distinct_event_ids": self.distinct,
+            "duplicates_same_id": self.duplicates,
+            "by_domain": self.by_domain,
+            "expected_windows_per_host": self.expected_windows,
+            "worst_host_missing_windows": self.worst_missing(),
+            "hosts_missing_windows": {h: len(w) for h, w in self.missing.items() if w},
+            "hosts_missing_heartbeats": {h: len(w) for h, w in self.missing_heartbeats.items() if w},
+            "out_of_order": sum(len(v) for v in self.out_of_order.values()),
+            "notifications_sent": self.notifications,
+            "distinct_fault_ids": self.fault_ids,
+            "stray_faults": self.stray_faults,
+            "undelivered": len(self.undelivered),
+            "unknown_ids": len(self.unknown),
+            "ambiguous_ids": len(self.ambiguous),
+        }
+
+    def check(self, *, max_missing_per_host: int = 0) -> None:
+        """Assert every invariant; ``max_missing_per_host`` is the slack a fault is allowed."""
+        assert not self.unknown, f"collector events not on ves-events: {self.unknown[:5]}"
+        assert not self.ambiguous, f"eventIds not 1:1 with (domain, host, window): {self.ambiguous[:5]}"
+        assert self.expected_windows > 0, "no window was due: the drill fed nothing?"
+        worst = {h: w for h, w in self.missing.items() if len(w) > max_missing_per_host}
+        assert not worst, f"hosts missing more than {max_missing_per_host} measurement windows: {worst}"
+        worst_hb = {h: w for h, w in self.missing_heartbeats.items() if len(w) > max(1, max_missing_per_host)}
+        assert not worst_hb, f"hosts missing heartbeats: {worst_hb}"
+        assert not any(self.out_of_order.values()), f"per-host order broken: {dict(self.out_of_order)}"
+        assert not self.undelivered, f"{len(self.undelivered)} events of ves-events never reached the collector"
+        assert self.fault_ids == self.notifications, f"{self.notifications} notifications but {self.fault_ids} distinct fault eventIds"
+        bad = {t: n for t, n in self.faults_per_notification.items() if n != 1}
+        assert not bad, f"notifications not rendered as exactly one fault eventId: {bad}"
+        assert self.stray_faults == 0, f"{self.stray_faults} fault events for no notification sent"
+
+
+def delivery_report(
+    collector_events: list[dict[str, Any]],
+    records: list[Record],
+    hosts: Sequence[str],
+    windows: Sequence[float],
+    notifications: Sequence[FedNotification],
+) -> DeliveryReport:
+    """Join the collector's events with the ``ves-events`` records and compute the invariants.
+
+    ``windows`` are the measurement window starts every host must have
+    (:meth:`Feed.fresh_windows`); ``notifications`` what the feed sent.
+    """
+    report = DeliveryReport(events=len(collector_events), notifications=len(notifications), expected_windows=len(windows))
+    label: dict[str, tuple[str, str, float | None]] = {}
+    ids_of: dict[tuple[str, str, float | None], set[str]] = defaultdict(set)
+    for r in records:
+        host = r.key.decode("utf-8", "replace") if r.key is not None else ""
+        where = (r.domain, host, r.interval_start)
+        if r.event_id in label and label[r.event_id] != where:
+            report.ambiguous.append(f"{r.event_id}: {label[r.event_id]} and {where}")
+        label[r.event_id] = where
+        if r.domain in ("measurement", "heartbeat"):
+            ids_of[where].add(r.event_id)
+    report.ambiguous += [f"{where}: {sorted(ids)}" for where, ids in ids_of.items() if len(ids) > 1]
+
+    counts = Counter(e["commonEventHeader"]["eventId"] for e in collector_events)
+    report.distinct = len(counts)
+    report.duplicates = sum(n - 1 for n in counts.values())
+    report.by_domain = dict(Counter(e["commonEventHeader"]["domain"] for e in collector_events))
+    report.unknown = [i for i in counts if i not in label]
+    report.undelivered = [i for i in label if i not in counts]
+
+    seen: dict[str, list[float]] = defaultdict(list)
+    beats: dict[str, set[float]] = defaultdict(set)
+    first_seen: set[str] = set()
+    for e in collector_events:
+        header = e["commonEventHeader"]
+        event_id = header["eventId"]
+        if event_id in first_seen or event_id not in label:
+            continue
+        first_seen.add(event_id)
+        domain, host, start = label[event_id]
+        if domain == "measurement" and start is not None:
+            seen[host].append(start)
+        elif domain == "heartbeat" and start is not None:
+            beats[host].add(start)
+    for host in hosts:
+        got = seen.get(host, [])
+        have = set(got)
+        report.missing[host] = [w for w in windows if w not in have]
+        report.out_of_order[host] = [(b, a) for a, b in zip(got, got[1:]) if b <= a]
+        due = [b for b in _heartbeat_boundaries(windows) if b not in beats.get(host, set())]
+        report.missing_heartbeats[host] = due
+
+    fault_ids: dict[str, str] = {}
+    for e in collector_events:
+        header = e["commonEventHeader"]
+        if header["domain"] == "fault":
+            fault_ids[header["eventId"]] = str(e.get("faultFields", {}).get("specificProblem", ""))
+    report.fault_ids = len(fault_ids)
+    tokens = {n.token for n in notifications}
+    per_token: Counter[str] = Counter()
+    for text in fault_ids.values():
+        matched = [t for t in tokens if t in text]
+        if len(matched) == 1:
+            per_token[matched[0]] += 1
+        else:
+            report.stray_faults += 1
+    report.faults_per_notification = {t: per_token.get(t, 0) for t in tokens}
+    return report
+
+
+def _heartbeat_boundaries(windows: Sequence[float]) -> list[float]:
+    """Heartbeat boundaries strictly inside the span of ``windows`` (each window's end can carry one)."""
+    if not windows:
+        return []
+    lo, hi = windows[0] + INTERVAL, windows[-1]
+    first = math.ceil(lo / HEARTBEAT_INTERVAL) * HEARTBEAT_INTERVAL
+    out = []
+    b = first
+    while b <= hi:
+        out.append(round(b, 6))
+        b += HEARTBEAT_INTERVAL
+    return out
+
+
+# -- the cluster ----------------------------------------------------------------------
+
+
+def partition_leaders(bootstrap: str, topics: Sequence[str]) -> Counter[int]:
+    """How many partitions of ``topics`` each broker (node id) leads."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    result: Counter[int] = Counter()
+    errors: list[BaseException] = []
+
+    async def describe() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+        await admin.start()
+        try:
+            for topic in await admin.describe_topics(list(topics)):
+                for p in topic["partitions"]:
+                    result[p["leader"]] += 1
+        finally:
+            await admin.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(describe())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="describe-topics")
+    thread.start()
+    thread.join(60)
+    if errors:
+        raise errors[0]
+    return result
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB (``VmRSS`` of /proc/<pid>/status), None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples the RSS of some processes every ``period`` seconds on a thread."""
+
+    def __init__(self, processes: dict[str, int], period: float = 1.0) -> None:
+        self.processes = processes
+        self.period = period
+        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for name, pid in self.processes.items():
+                value = rss_mb(pid)
+                if value is not None:
+                    self.samples[name].append((now, value))
+            self._stop.wait(self.period)
+
+    def growth(self, name: str) -> float:
+        """Largest RSS minus the first sample, MiB."""
+        values = [v for _, v in self.samples[name]]
+        return max(values) - values[0] if values else 0.0
+
+    def figures(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, samples in self.samples.items():
+            values = [v for _, v in samples]
+            if values:
+                out[name] = {"first_mb": round(values[0], 1), "max_mb": round(max(values), 1),
+                             "last_mb": round(values[-1], 1), "growth_mb": round(self.growth(name), 1),
+                             "samples": len(values)}  # fmt: skip
+        return out
+
+
+_METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+
+
+def scrape(worker: Worker) -> dict[str, float]:
+    """A worker's ``/metrics`` as ``{"name{labels}": value}`` (empty if it does not answer)."""
+    try:
+        text = worker.get("/metrics", timeout=5).text
+    except Exception:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        m = _METRIC_LINE.match(line)
+        if m and not line.startswith("#"):
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of the series of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for key, value in metrics.items():
+        base, _, rest = key.partition("{")
+        if base != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += value
+    return total
+
+
+def print_figures(title: str, figures: dict[str, Any]) -> None:
+    """One block per drill, easy to grep in the test output."""
+    print(f"\n===== DRILL {title} =====")
+    for key, value in figures.items():
+        print(f"  {key}: {value}")
+
+
+# -- fixtures -------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"drill_{report.when}_failed", report.failed)
+
+
+@pytest.fixture
+def drill(request: pytest.FixtureRequest, kafka_cluster3: Any, ves_collector: VesCollector, tmp_path: Path) -> Iterator[Drill]:
+    """A :class:`Drill` on a fresh 3-node cluster with the inputs and outputs created at RF 3."""
+    d = Drill(request.node.name.removeprefix("test_"), kafka_cluster3.bootstrap_servers, kafka_cluster3.broker_url,
+              ves_collector, tmp_path)  # fmt: skip
+    try:
+        d.create_topics()
+        yield d
+    finally:
+        d.close(failed=getattr(request.node, "drill_call_failed", True))
+        print(f"\n===== drill wall time: {time.monotonic() - d.started:.1f}s =====")
