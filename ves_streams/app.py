@@ -25,7 +25,7 @@ import faust
 
 from ves_streams.agents.render import TopologyRenderer
 from ves_streams.metrics import Readiness, get_metrics, register_views
-from ves_streams.settings import ProcessingGuarantee, Settings, SettingsError
+from ves_streams.settings import Settings, SettingsError
 from ves_streams.topics import Topics
 
 __all__ = ["app", "create_app", "load_settings"]
@@ -48,7 +48,6 @@ def load_settings(environ: Any = None) -> tuple[Settings, Any]:
 
 def create_app(settings: Settings, topology: Any = None) -> faust.App:
     """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``)."""
-    exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
@@ -66,11 +65,6 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
     )
-    if exactly_once:
-        from ves_streams.agents.transactions import ExactlyOnceTransport
-
-        app.transport = ExactlyOnceTransport(app.conf.broker_consumer, app)
-
     metrics = get_metrics()
     readiness = Readiness()
     topics = Topics(app, settings)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,20 @@ def kafka_io(kafka) -> Iterator[KafkaIO]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def start_worker(kafka, names: Names, tmp_path: Path) -> Iterator[Callable[..., Worker]]:  # type: ignore[no-untyped-def]
+def worker_dir() -> Iterator[Path]:
+    """Data directories and logs of this test's workers.
+
+    Not pytest's ``tmp_path``: other pytest sessions on the same machine
+    rotate the shared ``pytest-of-<user>`` directories and could delete a
+    running worker's RocksDB under it. Removed after a passing test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="ves-streams-agents-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def start_worker(kafka, names: Names, worker_dir: Path) -> Iterator[Callable[..., Worker]]:  # type: ignore[no-untyped-def]
     """``start_worker(name, **env)``: a ready processing worker; all are killed at teardown.
 
     The input topics are created first (4 partitions, 16 MiB messages allowed
@@ -50,7 +65,7 @@ def start_worker(kafka, names: Names, tmp_path: Path) -> Iterator[Callable[..., 
             "VES_STREAMS_HOSTNAME": "ves-streams-test",
             **names.env(),
         }
-        worker = Worker(name, {**base, **env}, tmp_path)
+        worker = Worker(name, {**base, **env}, worker_dir)
         workers.append(worker)
         worker.start()
         if wait:
@@ -64,3 +79,4 @@ def start_worker(kafka, names: Names, tmp_path: Path) -> Iterator[Callable[..., 
             worker.kill()
         for worker in workers:
             print(f"\n===== worker {worker.name} log (tail) =====\n{worker.log_tail(60)}")
+            shutil.copy(worker.log_path, Path(tempfile.gettempdir()) / f"ves-streams-agents-last-{worker.name}.log")

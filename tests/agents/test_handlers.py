@@ -18,6 +18,8 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from faust.types import TP
+
 from ves_streams.agents import deadletter
 from ves_streams.agents.faults import handle_notifications
 from ves_streams.agents.ingest import handle_values, samples_records
@@ -74,23 +76,21 @@ class RecordingPipeline(Pipeline):
             names=names,
             events=SimpleNamespace(name="ves-events"),
             dlq=SimpleNamespace(name="ves-streams-dlq"),
-            samples=SimpleNamespace(send=self._send_samples),
+            samples=SimpleNamespace(name="app-samples"),
             outputs=(),
         )
         super().__init__(None, settings, topics, renderer, Metrics(CollectorRegistry()), {})  # type: ignore[arg-type]
         self.active = active if active is not None else [0, 1, 2, 3]
         self.sent: list[tuple[str, Any]] = []
+        self.partitions: list[int | None] = []
         self.order: list[str] = []
 
     def active_samples_partitions(self) -> list[int]:
         return self.active
 
-    async def _send_samples(self, **kwargs: Any) -> Any:
-        self.sent.append(("samples", kwargs))
-        return _done()
-
-    async def produce(self, topic: Any, record: Any, partition: int | None = None) -> Any:
+    async def produce(self, topic: Any, record: Any, partition: int | None = None, *, source: Any = None) -> Any:
         self.sent.append((topic.name, record))
+        self.partitions.append(partition)
         self.order.append(topic.name)
         return _done()
 
@@ -108,7 +108,9 @@ def _done() -> asyncio.Future[Any]:
 
 
 def message(value: bytes, *, topic: str = "collectd", partition: int = 0, offset: int = 7, key: bytes | None = b"k", headers: Any = None) -> Any:
-    return SimpleNamespace(topic=topic, partition=partition, offset=offset, key=key, value=value, headers=headers or [])
+    return SimpleNamespace(
+        topic=topic, partition=partition, offset=offset, key=key, value=value, headers=headers or [], tp=TP(topic, partition)
+    )
 
 
 def values_json(host: str, t: float, interval: float = 10.0, ti: str = "idle", value: float = 1.0) -> dict[str, Any]:
@@ -133,12 +135,26 @@ def test_value_lists_are_grouped_by_host_into_the_hosts_partition() -> None:
     assert [v["type_instance"] for v in orjson.loads(records[0].value)] == ["idle", "user"]
 
 
-def test_ingest_repartitions_by_host() -> None:
+def test_ingest_repartitions_a_batch_by_host() -> None:
     p = RecordingPipeline(StubRenderer())
-    run(handle_values(p, message(orjson.dumps([values_json("a", 1), values_json("b", 1)]))))
-    sent = [kw for t, kw in p.sent if t == "samples"]
-    assert [(kw["key"], kw["partition"]) for kw in sent] == [(b"a", host_partition("a", 4)), (b"b", host_partition("b", 4))]
+    batch = [message(orjson.dumps([values_json(h, 1, ti=ti)]), offset=i) for i, (h, ti) in enumerate(
+        [("a", "idle"), ("b", "idle"), ("a", "user"), ("b", "user"), ("a", "system")])]  # fmt: skip
+    run(handle_values(p, batch))
+    sent = [(r.key, part) for (t, r), part in zip(p.sent, p.partitions) if t == "app-samples"]
+    assert sent == [(b"a", host_partition("a", 4)), (b"b", host_partition("b", 4))]
+    records = [r for t, r in p.sent if t == "app-samples"]
+    assert [v["type_instance"] for v in orjson.loads(records[0].value)] == ["idle", "user", "system"]
+    assert dict(records[0].headers)["ves-streams-kind"] == b"values"
     assert p.dead_letters() == []
+    assert p.metrics.messages_in.labels("collectd")._value.get() == 5
+
+
+def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_rest_repartitioned() -> None:
+    p = RecordingPipeline(StubRenderer())
+    batch = [message(orjson.dumps([values_json("a", 1)]), offset=1), message(b"nope", offset=2), message(orjson.dumps([values_json("b", 1)]), offset=3)]
+    run(handle_values(p, batch))
+    assert [t for t, _ in p.sent] == ["ves-streams-dlq", "app-samples", "app-samples"]
+    assert dict(p.dead_letters()[0].headers)["ves-streams-source-offset"] == b"2"
 
 
 @pytest.mark.parametrize(
@@ -153,7 +169,7 @@ def test_ingest_repartitions_by_host() -> None:
 )
 def test_malformed_values_are_dead_lettered_with_reason_and_source(raw: bytes, reason: str) -> None:
     p = RecordingPipeline(StubRenderer())
-    run(handle_values(p, message(raw, partition=2, offset=99)))
+    run(handle_values(p, [message(raw, partition=2, offset=99)]))
     [dlq] = p.dead_letters()
     headers = dict(dlq.headers)
     assert reason in headers["ves-streams-reason"].decode()

@@ -11,6 +11,18 @@ dead-letter records (:meth:`Pipeline.dead_letter`). Faust acknowledges (and
 so skips) a record whose processing raised, so :meth:`Pipeline.guard` turns
 any unexpected exception into a dead-letter record too, logged with its
 traceback; only a failure to produce that record stops the worker.
+
+**Exactly-once.** Faust keeps one transactional producer per *source*
+partition (``<app id>-<topic group>-<partition>``) and commits a partition's
+consumed offsets in that producer's transaction, but its own ``send`` picks
+the producer from the *destination* partition. That only works when the
+output is co-partitioned with the input and owned by the same worker; ours
+is repartitioned by host, or goes to ``ves-events`` and the dead-letter
+topic (unknown to the consumer's metadata, where Faust silently sends
+*outside* any transaction). So :meth:`Pipeline.produce` names the
+transaction itself: the one of the record being processed (``source``).
+Outputs and the input offset then commit or abort together, as in Kafka
+Streams (one producer per task).
 """
 
 from __future__ import annotations
@@ -20,16 +32,19 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from faust import current_event
+
 from ves_streams.agents import deadletter
 from ves_streams.agents.render import Rendered, Renderer
 from ves_streams.identity import OutputRecord, event_record
 from ves_streams.metrics import Metrics
+from ves_streams.settings import ProcessingGuarantee
 from ves_streams.state import HostIndex, SampleStore, host_partition
 from ves_streams.topics import Topics
 
 if TYPE_CHECKING:
     import faust
-    from faust.types import Message, TopicT
+    from faust.types import TP, Message, TopicT
 
     from ves_streams.settings import Settings
 
@@ -40,6 +55,11 @@ log = logging.getLogger(__name__)
 #: At most this many windows missed by a failed owner are rendered when a
 #: partition is taken over (older gaps stay gaps; see measurements.py).
 MAX_BACKFILL_WINDOWS = 10
+
+
+def transactional_id_for(app_id: str, group: int, partition: int) -> str:
+    """Faust's transactional id format for a source partition of a topic group."""
+    return f"{app_id}-{group}-{partition}"
 
 
 def header(message: Message, name: str) -> bytes | None:
@@ -76,6 +96,7 @@ class Pipeline:
         self.index = HostIndex()
         self.store = SampleStore(table, self.index)
         self.max_backfill = MAX_BACKFILL_WINDOWS
+        self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
 
     # -- partitions ------------------------------------------------------
 
@@ -117,15 +138,36 @@ class Pipeline:
 
     # -- producing -------------------------------------------------------
 
-    async def produce(self, topic: TopicT, record: OutputRecord, partition: int | None = None) -> Awaitable[Any]:
-        """Send one record; returns the delivery future (already queued, in order)."""
+    def transactional_id(self, source: TP) -> str:
+        """Faust's transactional id of the producer that owns ``source``'s offsets."""
+        group = self.app.assignor.group_for_topic(source.topic)
+        return transactional_id_for(self.app.conf.id, group, source.partition)
+
+    async def produce(
+        self, topic: TopicT, record: OutputRecord, partition: int | None = None, *, source: TP | None = None
+    ) -> Awaitable[Any]:
+        """Send one record (raw bytes) and return its delivery future.
+
+        ``source`` is the input partition the record derives from (default:
+        the record being processed); with ``exactly_once`` the record joins
+        that partition's transaction. Records are queued in call order.
+        """
         if topic in self.topics.outputs:
             await self.topics.ensure_outputs()
-        return await topic.send(key=record.key, value=record.value, partition=partition, headers=record.headers)
+        tid = None
+        if self.exactly_once:
+            if source is None:
+                event = current_event()
+                source = event.message.tp if event is not None else None
+            if source is not None:
+                tid = self.transactional_id(source)
+        return await self.app.producer.send(
+            topic.get_topic_name(), record.key, record.value, partition, None, record.headers, transactional_id=tid
+        )
 
-    async def dead_letter(self, record: OutputRecord, stage: str) -> Awaitable[Any]:
+    async def dead_letter(self, record: OutputRecord, stage: str, *, source: TP | None = None) -> Awaitable[Any]:
         self.metrics.dead_letters.labels(stage).inc()
-        return await self.produce(self.topics.dlq, record)
+        return await self.produce(self.topics.dlq, record, source=source)
 
     async def publish(
         self,
@@ -191,7 +233,7 @@ class Pipeline:
                 message.key, message.value, f"internal error: {type(exc).__name__}: {exc}", stage, source
             )
             try:
-                await self.dead_letter(record, stage)
+                await self.dead_letter(record, stage, source=message.tp)
             except Exception as dlq_exc:  # cannot even dead-letter: stop rather than lose it
                 log.critical("cannot produce to the dead-letter topic; stopping the worker", exc_info=True)
                 await self.app.crash(dlq_exc)
