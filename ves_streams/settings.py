@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
+from ves_streams.secret import Secret
+
 __all__ = [
     "PROJECT_DIR",
     "ProcessingGuarantee",
@@ -49,44 +51,6 @@ T = TypeVar("T")
 
 class SettingsError(ValueError):
     """An invalid setting; the message names it and says what is expected."""
-
-
-class Secret:
-    """A string that never shows itself in ``repr``, ``str`` or formatting."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret value, for the one place that needs it (auth headers, SASL)."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    def __str__(self) -> str:
-        return "********"
-
-    def __format__(self, spec: str) -> str:
-        return "********"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("Secret", self._value))
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __reduce__(self) -> Any:
-        # Pickling would be the one way to see the value in a dump; refuse it.
-        raise TypeError("Secret values cannot be pickled")
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
-        return self
 
 
 class Role(str, enum.Enum):
