@@ -50,7 +50,6 @@ def test_every_variable_is_read() -> None:
         "VES_STREAMS_COLLECTOR_PASSWORD": "s3cret",
         "VES_STREAMS_COLLECTOR_TIMEOUT": "2.5",
         "VES_STREAMS_INTERVAL": "2",
-        "VES_STREAMS_HEARTBEAT_INTERVAL": "30",
         "VES_STREAMS_APP_ID": "my-app",
         "VES_STREAMS_ROLE": "Process",
         "VES_STREAMS_PROCESSING_GUARANTEE": "exactly_once",
@@ -79,7 +78,6 @@ def test_every_variable_is_read() -> None:
     assert s.collector_password is not None and s.collector_password.reveal() == "s3cret"
     assert s.collector_timeout == 2.5
     assert s.interval == 2.0
-    assert s.heartbeat_interval == 30.0
     assert s.app_id == "my-app"
     assert s.role is Role.PROCESS and s.role.processes and not s.role.sinks
     assert s.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
@@ -172,7 +170,6 @@ def test_topology_header_fills_defaults_but_environment_wins() -> None:
     assert applied.events_topic == "env-events"  # env wins
     assert applied.values_topic == "header-values"  # header over default
     assert applied.notifications_topic == "collectd-notifications"  # header None: default kept
-    assert applied.heartbeat_interval == 60.0
     assert applied.ves_version == "5.4.1"
     assert applied.collector_url == "https://from-header:8443"
     assert applied.sink_batch_max_events == 7

@@ -11,7 +11,8 @@ What runs depends on ``VES_STREAMS_ROLE``:
 * ``all`` (default): the processing agents and the sink;
 * ``process``: the processing agents only (see :mod:`ves_streams.agents`);
 * ``sink``: only the sink service (``ves_streams.sink.service``), which
-  consumes ``ves-events`` in its own consumer group.
+  consumes ``ves-events`` in its own consumer group; Faust itself runs
+  producer-only, so such a worker never joins the processing group.
 """
 
 from __future__ import annotations
@@ -78,10 +79,14 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
             topology,
             hostname=settings.hostname,
             interval=settings.interval,
-            heartbeat_interval=settings.heartbeat_interval or settings.interval,
             ves_version=settings.ves_version,
         )
         register_processing(app, settings, topics, renderer, metrics, readiness)
+
+    else:
+        # Sink only: Faust runs producer-only (web server, producer, services), so
+        # this worker never joins -- and never rebalances -- the processing group.
+        app.producer_only = True
 
     if settings.role.sinks:
         _add_sink(app, settings, readiness)
@@ -148,7 +153,14 @@ def _add_sink(app: faust.App, settings: Settings, readiness: Readiness) -> None:
 
 
 def _app_from_environment() -> faust.App:
-    settings, topology = load_settings()
+    from ves_streams.rules import RuleError
+
+    try:
+        settings, topology = load_settings()
+    except (SettingsError, RuleError) as exc:
+        # A user error, not a crash: one line naming the setting (or file:line:col), exit 2.
+        print(f"ves-streams: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     return create_app(settings, topology if settings.role.processes else None)
 
 

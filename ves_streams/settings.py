@@ -4,13 +4,13 @@ Precedence, highest first:
 
 1. ``VES_STREAMS_*`` environment variables;
 2. the topology file's header (``topology.header``: topic names, interval,
-   heartbeat interval and the ``sink`` mapping), applied with
+   VES version and the ``sink`` mapping), applied with
    :meth:`Settings.with_topology_header`;
 3. the built-in defaults below.
 
 So an operator can always override what a topology file suggests, and a
 topology file can carry sensible defaults for the deployment it was written
-for. Every value is checked when the worker starts: an invalid one raises
+for. The heartbeat interval is the topology's alone (its events state it). Every value is checked when the worker starts: an invalid one raises
 :class:`SettingsError` whose message starts with the variable's name, e.g.
 ``VES_STREAMS_INTERVAL: must be a positive number of seconds, got 'abc'``.
 
@@ -288,9 +288,6 @@ class Settings:
 
     topology: Path = field(default=Path("topologies/host.yaml"), metadata=_env("TOPOLOGY", _topology_path))
     interval: float = field(default=10.0, metadata=_env("INTERVAL", _positive_seconds, header="interval"))
-    heartbeat_interval: float | None = field(
-        default=None, metadata=_env("HEARTBEAT_INTERVAL", _positive_seconds, header="heartbeat_interval")
-    )
 
     app_id: str = field(default="ves-streams", metadata=_env("APP_ID", _app_id))
     role: Role = field(default=Role.ALL, metadata=_env("ROLE", _enum(Role)))
@@ -393,7 +390,7 @@ class Settings:
 
         ``header`` is the rule engine's ``topology.header`` (attributes
         ``values_topic``, ``notifications_topic``, ``events_topic``,
-        ``interval``, ``heartbeat_interval``, ``ves_version`` and a ``sink``
+        ``interval``, ``ves_version`` and a ``sink``
         mapping) or a plain mapping with the same keys. ``None`` values are
         ignored (a header ``interval: null`` keeps the default). Sink keys
         read: ``url``, ``backup_url``, ``timeout``, ``batching``,

@@ -5,20 +5,24 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.agents.conftest import INTERVAL
-from tests.agents.support import KafkaIO, Names, Worker, host_messages, measurement_windows, notification
+from tests.agents.support import PROJECT_DIR, KafkaIO, Names, Worker, host_messages, measurement_windows, notification
 
 pytestmark = pytest.mark.integration
 
 
 def test_values_become_measurement_events_and_a_notification_one_fault_event(
-    start_worker: Callable[..., Worker], kafka_io: KafkaIO, names: Names
+    start_worker: Callable[..., Worker], kafka_io: KafkaIO, names: Names, worker_dir: Path
 ) -> None:
-    start_worker()
+    # The topology sets the heartbeat interval: host.yaml with 4 s instead of 60 s.
+    topology = worker_dir / "host-hb4.yaml"
+    topology.write_text((PROJECT_DIR / "topologies/host.yaml").read_text().replace("heartbeat_interval: 60", "heartbeat_interval: 4"))
+    start_worker(VES_STREAMS_TOPOLOGY=str(topology))
     events = kafka_io.reader([names.events])
     hosts = ["compute-a", "compute-b", "compute-c"]
     sent_at = time.time()
@@ -43,6 +47,14 @@ def test_values_become_measurement_events_and_a_notification_one_fault_event(
     by_id = Counter(r.event_id for r in events.snapshot(lambda r: r.domain == "measurement"))
     windows = {(r.key, r.interval_start) for r in events.snapshot(lambda r: r.domain == "measurement")}
     assert len(by_id) == len(windows)
+
+    # Heartbeats: one per reporting host on every multiple of the heartbeat interval (4 s here).
+    beats = events.wait_for(lambda rs: {r.key for r in rs} >= {h.encode() for h in hosts}, timeout=15,
+                            where=lambda r: r.domain == "heartbeat")  # fmt: skip
+    for beat in beats:
+        assert beat.interval_start is not None and beat.interval_start % 4 == 0
+        assert beat.json()["event"]["heartbeatFields"]["heartbeatInterval"] == 4
+    assert len({(b.key, b.interval_start) for b in beats}) == len({b.event_id for b in beats}) == len(beats)
 
     kafka_io.produce(names.notifications, notification("compute-b", time.time()))
     faults = events.wait_for(lambda rs: len(rs) >= 1, timeout=15, where=lambda r: r.domain == "fault")
@@ -128,3 +140,27 @@ def test_poison_messages_are_dead_lettered_while_good_traffic_flows(
     )
     assert got
     events.wait_for(lambda rs: len(rs) == 1, timeout=15, where=lambda r: r.domain == "fault" and r.key == b"good-after")
+
+
+def test_health_ready_and_metrics_views(start_worker: Callable[..., Worker], kafka_io: KafkaIO, names: Names) -> None:
+    worker = start_worker()
+    events = kafka_io.reader([names.events])
+    kafka_io.produce_many(names.values, host_messages("metered", time.time(), interval=60.0))
+    kafka_io.produce(names.values, b"poison")
+    events.wait_for(lambda rs: "metered" in measurement_windows(rs), timeout=4 * INTERVAL + 5)
+    assert worker.get("/health").json() == {"status": "up"}
+    ready = worker.get("/ready")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"processing": "ok"}
+    deadline = time.time() + 10
+    while True:
+        text = worker.get("/metrics").text
+        lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+        if lines.get('ves_streams_dead_letters_total{stage="values"}') == 1.0 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert lines[f'ves_streams_messages_in_total{{topic="{names.values}"}}'] == len(host_messages("x", 0, 1)) + 1
+    assert lines['ves_streams_events_out_total{domain="measurement"}'] >= 1
+    assert lines['ves_streams_dead_letters_total{stage="values"}'] == 1.0
+    assert lines["ves_streams_hosts"] == 1.0
+    assert any(k.startswith("ves_streams_consumer_lag{") for k in lines)
+    assert any(k.startswith("ves_streams_render_seconds_bucket") for k in lines)

@@ -65,7 +65,6 @@ class TopologyRenderer:
         *,
         hostname: str,
         interval: float,
-        heartbeat_interval: float | None,
         ves_version: str,
     ) -> None:
         from ves_streams import rules
@@ -78,7 +77,9 @@ class TopologyRenderer:
         self.has_measurements = bool(topology.has_measurements)
         self.has_heartbeat = bool(topology.has_heartbeat)
         self.has_events = bool(topology.has_events)
-        self.heartbeat_interval = heartbeat_interval if self.has_heartbeat else None
+        # The topology's (header heartbeat_interval, else its interval, else ours):
+        # the value its heartbeat events state, so also the one they are sent at.
+        self.heartbeat_interval = float(topology.heartbeat_interval(interval)) if self.has_heartbeat else None
 
     def _context(self, now: float, interval_start: float) -> Any:
         rules = self._rules

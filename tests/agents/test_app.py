@@ -1,0 +1,102 @@
+"""The app: what each VES_STREAMS_ROLE defines, start-up errors, and a sink-only worker on a broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.agents.conftest import INTERVAL
+from tests.agents.support import PROJECT_DIR, KafkaIO, Names, Worker, host_messages
+from ves_streams.app import create_app, load_settings
+
+
+def _app(role: str):  # type: ignore[no-untyped-def]
+    settings, topology = load_settings({"VES_STREAMS_ROLE": role, "VES_STREAMS_APP_ID": f"roles-{role}"})
+    return settings, create_app(settings, topology if settings.role.processes else None)
+
+
+def test_process_role_defines_the_agents_and_the_state_table_but_no_sink() -> None:
+    _, app = _app("process")
+    assert sorted(app.agents) == ["ves_streams.faults", "ves_streams.ingest_values", "ves_streams.measurements"]
+    assert list(app.tables) == ["samples-state"]
+    assert app._extra_services == []
+
+
+def test_sink_role_defines_no_agent_and_no_table() -> None:
+    _, app = _app("sink")
+    assert list(app.agents) == []
+    assert list(app.tables) == []
+    assert app.producer_only  # no Kafka consumer at all in this worker's Faust app
+    assert [type(s).__name__ for s in app._extra_services] == ["SinkService"]
+
+
+def test_all_role_processes_and_sinks() -> None:
+    settings, app = _app("all")
+    assert len(app.agents) == 3
+    [sink] = app._extra_services
+    assert sink.config.events_topic == settings.events_topic
+    assert sink.config.group_id == f"{settings.app_id}-sink"
+
+
+@pytest.mark.integration
+def test_sink_only_worker_does_not_consume_the_processing_topics(
+    kafka, start_worker: Callable[..., Worker], kafka_io: KafkaIO, names: Names  # type: ignore[no-untyped-def]
+) -> None:
+    worker = start_worker("sink-only", VES_STREAMS_ROLE="sink", VES_STREAMS_COLLECTOR_URL="http://127.0.0.1:9")
+    assert worker.get("/health").status_code == 200
+    events = kafka_io.reader([names.events])
+    kafka_io.produce_many(names.values, host_messages("ignored", time.time(), interval=60.0))
+    time.sleep(3 * INTERVAL)
+    assert events.snapshot() == []
+
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def groups() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            return [g[0] for g in await admin.list_consumer_groups()]
+        finally:
+            await admin.close()
+
+    listed = asyncio.run(groups())
+    assert names.app_id not in listed  # the processing group was never joined
+    assert f"{names.app_id}-sink" in listed  # the sink's own group
+
+
+def _worker_exits(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VES_STREAMS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "faust", "-A", "ves_streams", "worker", "-l", "info"],
+        env={**base, "PYTHONPATH": str(PROJECT_DIR), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_invalid_setting_stops_the_worker_at_start_naming_it() -> None:
+    done = _worker_exits(
+        {"VES_STREAMS_INTERVAL": "abc", "VES_STREAMS_COLLECTOR_PASSWORD": "hunter2", "VES_STREAMS_COLLECTOR_USERNAME": "u"}
+    )
+    assert done.returncode == 2
+    assert "ves-streams: VES_STREAMS_INTERVAL: must be a positive number of seconds, got 'abc'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
+
+
+def test_broken_topology_stops_the_worker_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("Host Measurements: !Measurements\n  - ITEM-DESC: [unclosed\n")
+    done = _worker_exits({"VES_STREAMS_TOPOLOGY": str(bad)})
+    assert done.returncode == 2
+    assert f"ves-streams: {bad}:" in done.stderr
+    assert "Traceback" not in done.stderr
