@@ -31,17 +31,32 @@ def kafka_io(kafka) -> Iterator[KafkaIO]:  # type: ignore[no-untyped-def]
         io.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[_FAILED] = report.failed
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def worker_dir() -> Iterator[Path]:
+def worker_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
     """Data directories and logs of this test's workers.
 
     Not pytest's ``tmp_path``: other pytest sessions on the same machine
     rotate the shared ``pytest-of-<user>`` directories and could delete a
-    running worker's RocksDB under it. Removed after a passing test.
+    running worker's RocksDB under it. Removed after a passing test, kept
+    (and named in the output) after a failing one.
     """
     path = Path(tempfile.mkdtemp(prefix="ves-streams-agents-"))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if request.node.stash.get(_FAILED, False):
+        print(f"\nworker logs and data kept in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -79,4 +94,3 @@ def start_worker(kafka, names: Names, worker_dir: Path) -> Iterator[Callable[...
             worker.kill()
         for worker in workers:
             print(f"\n===== worker {worker.name} log (tail) =====\n{worker.log_tail(60)}")
-            shutil.copy(worker.log_path, Path(tempfile.gettempdir()) / f"ves-streams-agents-last-{worker.name}.log")

@@ -100,3 +100,29 @@ def test_broken_topology_stops_the_worker_with_file_and_line(tmp_path: Path) -> 
     assert done.returncode == 2
     assert f"ves-streams: {bad}:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_kafka_sasl_and_tls_settings_reach_faust(tmp_path: Path) -> None:
+    import faust
+
+    from tests.plugins.collector import make_self_signed
+    from ves_streams.app import _kafka_credentials
+    from ves_streams.settings import Settings
+
+    ca = make_self_signed(tmp_path).cert
+    settings = Settings.from_env(
+        {
+            "VES_STREAMS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+            "VES_STREAMS_KAFKA_USERNAME": "ves",
+            "VES_STREAMS_KAFKA_PASSWORD": "kafka-hunter2",
+            "VES_STREAMS_KAFKA_SSL_CAFILE": str(ca),
+        }
+    )
+    credentials = _kafka_credentials(settings)
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert credentials.mechanism.value == "SCRAM-SHA-256"
+    assert credentials.protocol.value == "SASL_SSL"
+    assert credentials.username == "ves" and credentials.password == "kafka-hunter2"
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert "kafka-hunter2" not in repr(settings)
+    assert _kafka_credentials(Settings.from_env({})) is None
