@@ -135,6 +135,15 @@ def test_value_lists_are_grouped_by_host_into_the_hosts_partition() -> None:
     assert [v["type_instance"] for v in orjson.loads(records[0].value)] == ["idle", "user"]
 
 
+def test_a_hosts_value_lists_are_split_over_records_under_the_size_limit() -> None:
+    vls = parse_value_lists(orjson.dumps([values_json("a", 1, ti=f"t{i}") for i in range(50)]))
+    records = samples_records(vls, 4, max_bytes=2000)
+    assert len(records) > 1
+    assert all(len(r.value) <= 2000 for r in records)
+    assert [v["type_instance"] for r in records for v in orjson.loads(r.value)] == [f"t{i}" for i in range(50)]
+    assert {r.partition for r in records} == {host_partition("a", 4)}
+
+
 def test_ingest_repartitions_a_batch_by_host() -> None:
     p = RecordingPipeline(StubRenderer())
     batch = [message(orjson.dumps([values_json(h, 1, ti=ti)]), offset=i) for i, (h, ti) in enumerate(
@@ -354,3 +363,17 @@ def test_malformed_notification_is_dead_lettered() -> None:
     [dlq] = p.dead_letters()
     assert b"unknown severity" in dict(dlq.headers)["ves-streams-reason"]
     assert p.events() == []
+
+
+def test_an_event_too_big_or_not_json_is_dead_lettered_not_produced() -> None:
+    from ves_streams.agents import pipeline as pipeline_module
+
+    p = RecordingPipeline(StubRenderer())
+    huge = Event({"event": {"x": "y" * (pipeline_module.MAX_EVENT_BYTES + 1)}}, "measurement", "h", "1")
+    odd = Event({"event": {"x": object()}}, "measurement", "h", "2")
+    fine = Event({"event": {}}, "measurement", "h", "3")
+    source = deadletter.Source("app-samples", 0, 1)
+    run(p.publish(Rendered(events=[huge, odd, fine]), stage="measurements", source=source))
+    assert [t for t, _ in p.sent] == ["ves-streams-dlq", "ves-streams-dlq", "ves-events"]
+    reasons = [orjson.loads(r.value)["reason"] for r in p.dead_letters()]
+    assert "exceeds" in reasons[0] and "not JSON" in reasons[1]

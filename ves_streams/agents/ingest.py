@@ -47,6 +47,8 @@ STAGE = "values"
 INGEST_BATCH = 1000
 INGEST_LINGER = 0.05
 _VALUES_HEADERS = [(HEADER_KIND, KIND_VALUES)]
+#: A samples record stays well under the producer's 1 MB request limit.
+SAMPLES_RECORD_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +64,29 @@ class SamplesRecord:
         return self.host.encode("utf-8", "surrogatepass")
 
 
-def samples_records(value_lists: list[ValueList], partitions: int) -> list[SamplesRecord]:
-    """Group value lists by host (first-seen order) into samples-topic records."""
-    by_host: dict[str, list[dict[str, Any]]] = {}
+def samples_records(
+    value_lists: list[ValueList], partitions: int, max_bytes: int = SAMPLES_RECORD_MAX_BYTES
+) -> list[SamplesRecord]:
+    """Group value lists by host (first-seen order) into samples-topic records.
+
+    A host's value lists are split over several records when they would
+    exceed ``max_bytes`` (the producer refuses records over 1 MB).
+    """
+    by_host: dict[str, list[list[bytes]]] = {}
+    sizes: dict[str, int] = {}
     for vl in value_lists:
-        by_host.setdefault(vl.host, []).append(vl.to_json())
-    return [SamplesRecord(host, host_partition(host, partitions), orjson.dumps(items)) for host, items in by_host.items()]
+        item = orjson.dumps(vl.to_json())
+        chunks = by_host.setdefault(vl.host, [[]])
+        if chunks[-1] and sizes[vl.host] + len(item) + 1 > max_bytes:
+            chunks.append([])
+            sizes[vl.host] = 0
+        chunks[-1].append(item)
+        sizes[vl.host] = sizes.get(vl.host, 0) + len(item) + 1
+    return [
+        SamplesRecord(host, host_partition(host, partitions), b"[" + b",".join(chunk) + b"]")
+        for host, chunks in by_host.items()
+        for chunk in chunks
+    ]
 
 
 async def handle_values(pipeline: Pipeline, messages: Sequence[Message]) -> None:

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 #: At most this many windows missed by a failed owner are rendered when a
 #: partition is taken over (older gaps stay gaps; see measurements.py).
 MAX_BACKFILL_WINDOWS = 10
+#: An event larger than this is dead-lettered (the producer refuses records over 1 MB).
+MAX_EVENT_BYTES = 900 * 1024
 
 
 def transactional_id_for(app_id: str, group: int, partition: int) -> str:
@@ -181,27 +183,20 @@ class Pipeline:
         """Produce rendered events to the events topic and dead-letter the errors."""
         pending: list[Awaitable[Any]] = []
         for event in rendered.events:
-            try:
-                record = event_record(event, self.renderer.ves_version, interval_start)
-            except (TypeError, ValueError) as exc:  # body not serialisable
-                rule = getattr(event, "rule", "?")
-                host = getattr(event, "source_name", "")
+            record, problem = self._event_record(event, interval_start)
+            if record is None:
                 self.metrics.render_errors.labels(stage).inc()
-                pending.append(
-                    await self.dead_letter(
-                        deadletter.render_error(
-                            str(rule), str(host), f"event body is not JSON: {exc}", stage, source,
-                            interval_start=interval_start, original=original,
-                        ),
-                        stage,
-                    )
+                letter = deadletter.render_error(
+                    str(getattr(event, "rule", "?")), str(getattr(event, "source_name", "")), str(problem), stage,
+                    source, interval_start=interval_start, original=original,
                 )  # fmt: skip
+                pending.append(await self.dead_letter(letter, stage))
                 continue
             pending.append(await self.produce(self.topics.events, record))
             self.metrics.events_out.labels(event.domain).inc()
         for error in rendered.errors:
             self.metrics.render_errors.labels(stage).inc()
-            log.warning("render error (%s) rule %r host %r: %s", stage, error.rule, error.host, error.reason)
+            # the rule engine has logged it; here it is counted and dead-lettered
             pending.append(
                 await self.dead_letter(
                     deadletter.render_error(
@@ -212,6 +207,16 @@ class Pipeline:
                 )
             )  # fmt: skip
         return pending
+
+    def _event_record(self, event: Any, interval_start: float | None) -> tuple[OutputRecord | None, str | None]:
+        """The events-topic record of ``event``, or why it cannot be produced."""
+        try:
+            record = event_record(event, self.renderer.ves_version, interval_start)
+        except (TypeError, ValueError) as exc:  # a body orjson cannot serialise
+            return None, f"event body is not JSON: {exc}"
+        if len(record.value) > MAX_EVENT_BYTES:
+            return None, f"event of {len(record.value)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit"
+        return record, None
 
     # -- the agent loop --------------------------------------------------
 
