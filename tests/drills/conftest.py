@@ -32,28 +32,23 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from tests.agents.support import KafkaIO, Names, Record, TopicReader, Worker, notification
+from tests.agents.support import PROJECT_DIR, KafkaIO, Names, Record, TopicReader, Worker, notification
 from tests.plugins.collector import VesCollector
 from tests.plugins.kafka import create_topics
 from ves_streams.replay import DEFAULT_CAPTURE_DIR, Capture, load_capture, round_messages
 
 #: Render interval of the drills' workers (windows every 2 s).
 INTERVAL = 2.0
-#: Heartbeats every 10 s, so a drill sees several.
+#: Heartbeats every 10 s, so a drill sees several (the heartbeat interval is the topology's:
+#: the drills run topologies/host.yaml with this one value changed, see :func:`drill_topology`).
 HEARTBEAT_INTERVAL = 10.0
 PARTITIONS = 4
 REPLICATION = 3
 #: Consumer-group session timeout of the workers: a SIGKILLed worker is evicted within this.
 SESSION_TIMEOUT = 6.0
-#: Sink-only workers run as app ``<app id>-delivery``. A Faust app without
-#: tables (the sink role) joins its consumer group ``<app id>`` with Faust's
-#: round-robin assignor, the processing workers with the "faust" one, so
-#: whichever joins second fails with InconsistentGroupProtocolError and never
-#: becomes ready. Set this to "" once ves_streams/app.py gives the sink role
-#: its own group.
-SINK_APP_ID_SUFFIX = "-delivery"
 #: Input topics accept messages this large, so a 10 MB message reaches the worker (which must refuse it).
 BIG_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -217,13 +212,25 @@ class Feed:
 # -- the drill ------------------------------------------------------------------------
 
 
-def drill_env(broker_url: str, names: Names, collector_url: str, role: str) -> dict[str, str]:
+def drill_topology(directory: Path) -> Path:
+    """``topologies/host.yaml`` with heartbeats every :data:`HEARTBEAT_INTERVAL` seconds instead of 60."""
+    text = (PROJECT_DIR / "topologies" / "host.yaml").read_text()
+    changed = re.sub(r"(?m)^(\s*heartbeat_interval:\s*)\d+(\.\d*)?\s*$", rf"\g<1>{HEARTBEAT_INTERVAL:g}", text)
+    if changed == text:
+        raise AssertionError("topologies/host.yaml has no 'heartbeat_interval: N' header line to change for the drills")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "drill-host.yaml"
+    path.write_text(changed)
+    return path
+
+
+def drill_env(broker_url: str, names: Names, collector_url: str, role: str, topology: Path | None = None) -> dict[str, str]:
     """A worker's settings in a drill (interval 2 s, replication 3, session timeout 6 s)."""
     return {
         "VES_STREAMS_BROKER": broker_url,
         "VES_STREAMS_ROLE": role,
         "VES_STREAMS_INTERVAL": str(INTERVAL),
-        "VES_STREAMS_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
+        **({"VES_STREAMS_TOPOLOGY": str(topology)} if topology is not None else {}),
         "VES_STREAMS_PARTITIONS": str(PARTITIONS),
         "VES_STREAMS_REPLICATION": str(REPLICATION),
         "VES_STREAMS_KAFKA_SESSION_TIMEOUT": str(SESSION_TIMEOUT),
@@ -243,6 +250,7 @@ class Drill:
         self.broker_url = broker_url
         self.collector = collector
         self.workdir = workdir
+        self.topology = drill_topology(workdir)
         self.workers: list[Worker] = []
         self.feeds: list[Feed] = []
         self.started = time.monotonic()
@@ -266,7 +274,7 @@ class Drill:
         create_topics(self.bootstrap, [n.events, n.dlq, n.events_dlq], PARTITIONS, REPLICATION, timeout=60)
 
     def worker(self, name: str, role: str, *, wait: bool = True, **env: str) -> Worker:
-        settings = {**drill_env(self.broker_url, self.names, self.collector.url, role), **env}
+        settings = {**drill_env(self.broker_url, self.names, self.collector.url, role, self.topology), **env}
         worker = Worker(name, settings, self.workdir / "workers")
         self.workers.append(worker)
         worker.start()
@@ -278,15 +286,8 @@ class Drill:
         return self.worker(name, "process", **env)
 
     def sink(self, name: str = "sink", **env: str) -> Worker:
-        """A sink-only worker (``VES_STREAMS_ROLE=sink``).
-
-        It runs under its own app id (:data:`SINK_APP_ID_SUFFIX`): with the
-        processing workers' app id it cannot join (see
-        ``test_sink_worker_shares_the_app_id_of_the_processing_workers``).
-        The sink's own consumer group is then ``<app id>-delivery-sink``;
-        nothing else about it changes (topic names are set explicitly).
-        """
-        return self.worker(name, "sink", **{"VES_STREAMS_APP_ID": self.names.app_id + SINK_APP_ID_SUFFIX, **env})
+        """A sink-only worker (``VES_STREAMS_ROLE=sink``) of the same app: its own consumer group ``<app id>-sink``."""
+        return self.worker(name, "sink", **env)
 
     @property
     def events(self) -> TopicReader:
@@ -319,7 +320,7 @@ class Drill:
         self.collector.wait_for(every_host_measured, timeout=timeout)
         return time.monotonic() - start
 
-    def drain(self, feed: Feed, hosts: Sequence[str], timeout: float = 60.0, *, collector: VesCollector | None = None) -> float:
+    def drain(self, feed: Feed, hosts: Sequence[str], timeout: float = 60.0, *, collector: VesCollector | Collectors | None = None) -> float:
         """After the feed stopped: wait until the collector has every event of ``ves-events``
         and the measurement windows the feed makes due (or ``timeout``); returns the seconds waited."""
         collector = collector or self.collector
@@ -327,15 +328,16 @@ class Drill:
         deadline = start + timeout
         windows = feed.fresh_windows()
         while time.monotonic() < deadline:
+            began = time.monotonic()
             report = delivery_report(collector.events(), self.events.snapshot(), hosts, windows, feed.notifications)
             if not report.undelivered and not any(report.missing.values()) and report.faults_ok:
                 break
-            time.sleep(0.5)
+            time.sleep(max(0.5, time.monotonic() - began))  # reading a big record file is not free
         # ves-events may still be receiving the last windows: one more interval, then stable
         time.sleep(INTERVAL)
         return time.monotonic() - start
 
-    def report(self, feed: Feed, hosts: Sequence[str], *, collector: VesCollector | None = None) -> DeliveryReport:
+    def report(self, feed: Feed, hosts: Sequence[str], *, collector: VesCollector | Collectors | None = None) -> DeliveryReport:
         collector = collector or self.collector
         events = collector.events()
         # the reader may lag the collector by a few records; wait for it to know every eventId
@@ -460,7 +462,7 @@ def delivery_report(
         if r.event_id in label and label[r.event_id] != where:
             report.ambiguous.append(f"{r.event_id}: {label[r.event_id]} and {where}")
         label[r.event_id] = where
-        if r.domain in ("measurement", "heartbeat"):
+        if r.domain in ("measurement", "heartbeat") and r.interval_start is not None:
             ids_of[where].add(r.event_id)
     report.ambiguous += [f"{where}: {sorted(ids)}" for where, ids in ids_of.items() if len(ids) > 1]
 
@@ -559,6 +561,79 @@ def partition_leaders(bootstrap: str, topics: Sequence[str]) -> Counter[int]:
     if errors:
         raise errors[0]
     return result
+
+
+def produce_records(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> float:
+    """Produce ``(key, value, headers)`` records (acks=all) and wait for every ack; returns the seconds it took."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    errors: list[BaseException] = []
+    took: list[float] = []
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 * 1024 * 1024,
+                                    linger_ms=20, request_timeout_ms=60000)  # fmt: skip
+        await producer.start()
+        start = time.monotonic()
+        try:
+            futures = [await producer.send(topic, value, key=key, headers=headers) for key, value, headers in records]
+            await asyncio.gather(*futures)
+        finally:
+            took.append(time.monotonic() - start)
+            await producer.stop()
+
+    def run() -> None:
+        try:
+            asyncio.run(send())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="produce-records")
+    thread.start()
+    thread.join(300)
+    if errors:
+        raise errors[0]
+    return took[0] if took else 0.0
+
+
+def burst_events(template: dict[str, Any], count: int, size: int, tag: str) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """``count`` valid VES events of about ``size`` bytes each, for ``ves-events``, copied from ``template``
+    (a measurement event the collector accepted) with a unique eventId and sourceName each."""
+    import copy
+    import uuid
+
+    out = []
+    pad = {f"k{i:03d}": "x" * 1000 for i in range(max(1, size // 1010))}
+    for i in range(count):
+        event = copy.deepcopy(template)
+        header = event["commonEventHeader"]
+        header["eventId"] = f"{tag}-{uuid.uuid4().hex}"
+        header["sourceName"] = f"{tag}-{i:05d}"
+        fields = event.setdefault("measurementFields", {})
+        fields.setdefault("additionalMeasurements", []).append({"name": "drill-padding", "hashMap": pad})
+        value = orjson.dumps({"event": event})
+        headers = [("ves-domain", b"measurement"), ("ves-event-id", header["eventId"].encode()), ("ves-version", b"7.2.1")]
+        out.append((header["sourceName"].encode(), value, headers))
+    return out
+
+
+class Collectors:
+    """Several collectors in a row (one stopped, another started on its port) seen as one."""
+
+    def __init__(self, *collectors: VesCollector) -> None:
+        self.collectors = list(collectors)
+
+    @property
+    def url(self) -> str:
+        return self.collectors[-1].url
+
+    def add(self, collector: VesCollector) -> None:
+        self.collectors.append(collector)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [e for c in self.collectors for e in c.events()]
 
 
 # -- processes ------------------------------------------------------------------------
