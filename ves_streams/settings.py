@@ -299,7 +299,7 @@ class Settings:
     partitions: int = field(default=4, metadata=_env("PARTITIONS", _int_in(1, 10_000, "a whole number of partitions (1 or more)")))
     replication: int = field(default=1, metadata=_env("REPLICATION", _int_in(1, 100, "a replication factor (1 or more)")))
     standby_replicas: int = field(
-        default=0, metadata=_env("STANDBY_REPLICAS", _int_in(0, 100, "a whole number of standby replicas (0 or more)"))
+        default=1, metadata=_env("STANDBY_REPLICAS", _int_in(0, 100, "a whole number of standby replicas (0 or more)"))
     )
     session_timeout: float = field(
         default=10.0, metadata=_env("KAFKA_SESSION_TIMEOUT", _positive_seconds)
