@@ -126,3 +126,13 @@ def test_kafka_sasl_and_tls_settings_reach_faust(tmp_path: Path) -> None:
     assert settings.kafka_security_protocol == "SASL_SSL"
     assert "kafka-hunter2" not in repr(settings)
     assert _kafka_credentials(Settings.from_env({})) is None
+
+
+def test_state_table_is_stored_in_rocksdb_through_rocksdict(tmp_path: Path) -> None:
+    settings, topology = load_settings({"VES_STREAMS_ROLE": "process", "VES_STREAMS_DATA_DIR": str(tmp_path)})
+    app = create_app(settings, topology)
+    store = app.tables["samples-state"].data
+    assert type(store).__module__ == "faust.stores.rocksdb"
+    assert store.use_rocksdict
+    assert app.tables["samples-state"].changelog_topic.get_topic_name() == "ves-streams-samples-state-changelog"
+    assert str(tmp_path) in str(store.path)
