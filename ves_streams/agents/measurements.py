@@ -168,8 +168,13 @@ async def tick_loop(pipeline: Pipeline) -> None:
             log.debug("no assignment yet", exc_info=True)
             continue
         value = encode_tick(Tick(end=end, interval=interval))
-        for partition in partitions:
-            await producer.send(topic, b"", value, partition, None, [(HEADER_KIND, KIND_TICK)])
+        try:
+            for partition in partitions:
+                await producer.send(topic, b"", value, partition, None, [(HEADER_KIND, KIND_TICK)])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the broker is away: the next tick renders this window as a missed one
+            log.warning("could not send the render tick for %.3f: %s: %s", end, type(exc).__name__, exc)
 
 
 def register(pipeline: Pipeline) -> Any:
