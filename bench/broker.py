@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ves_streams.kafka_local import SERVICE_JVM_OPTS, KafkaCluster
 
-__all__ = ["BenchBroker", "Lag"]
+__all__ = ["BenchBroker", "EndOffsets", "Lag"]
 
 
 class Lag(dict[str, int]):
@@ -121,3 +121,37 @@ class BenchBroker:
     async def message_count(self, topics: Sequence[str]) -> int:
         """Records in ``topics`` (end offsets summed; the run's topics are never compacted or trimmed)."""
         return sum((await self.end_offsets(topics)).values())
+
+
+class EndOffsets:
+    """A long-lived consumer that answers "how many records are in these topics now", cheaply.
+
+    ``async with EndOffsets(bootstrap) as ends: await ends.total(["t"])``
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._partitions: dict[str, list[TopicPartition]] = {}
+
+    async def __aenter__(self) -> EndOffsets:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self._consumer.stop()
+
+    async def total(self, topics: Sequence[str]) -> int:
+        partitions: list[TopicPartition] = []
+        for topic in topics:
+            if topic not in self._partitions:
+                known = self._consumer.partitions_for_topic(topic)
+                if not known:
+                    await self._consumer._client.force_metadata_update()  # noqa: SLF001 (aiokafka has no public call)
+                    known = self._consumer.partitions_for_topic(topic)
+                if not known:
+                    continue
+                self._partitions[topic] = [TopicPartition(topic, p) for p in sorted(known)]
+            partitions += self._partitions[topic]
+        if not partitions:
+            return 0
+        return sum((await self._consumer.end_offsets(partitions)).values())

@@ -171,7 +171,8 @@ async def publish_realistic(
             window = first + k * interval
             await _sleep_until(window + phase)
             stamp = time.time()
-            entry = RoundLog(k, window, round(stamp, 3))
+            # The window the samples belong to: where the stamp falls (a late round falls later).
+            entry = RoundLog(k, (stamp // interval) * interval, round(stamp, 3))
             log.rounds.append(entry)
             notes = _notifications_of_round(capture, k, hosts)
             spread = max(0.0, interval - phase - 0.5) / max(1, len(notes))

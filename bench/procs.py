@@ -176,14 +176,31 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 class WorkerProcess(BenchProcess):
     """``python -m faust -A ves_streams worker`` configured by ``VES_STREAMS_*`` variables."""
 
-    def __init__(self, name: str, log_path: Path, settings: Mapping[str, str], web_port: int) -> None:
+    def __init__(
+        self, name: str, log_path: Path, settings: Mapping[str, str], web_port: int, profile: Path | None = None
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VES_STREAMS_")}
         env.update(settings)
         env["VES_STREAMS_WEB_PORT"] = str(web_port)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        command = [sys.executable, "-m", "faust", "-A", "ves_streams", "worker", "-l", "warn", "--web-port", str(web_port)]
-        super().__init__(name, command, log_path, env)
+        command = ["-m", "faust", "-A", "ves_streams", "worker", "-l", "warn", "--web-port", str(web_port)]
+        if profile is not None:
+            # pyinstrument samples the event loop's thread; the session file is rendered afterwards.
+            command = ["-m", "pyinstrument", "-r", "session", "-o", str(profile), *command]
+        super().__init__(name, [sys.executable, *command], log_path, env)
         self.web_port = web_port
+        self.profile = profile
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop the worker; a profiled one gets SIGINT first, so pyinstrument writes its session."""
+        if self.profile is not None and self.alive():
+            self.sample()
+            _signal_group(self.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                pass
+        return super().stop(timeout)
 
     def ready(self) -> bool:
         """``GET /ready`` answers 200: partitions assigned, tables recovered, not rebalancing."""

@@ -1,0 +1,343 @@
+"""End-to-end latency at the realistic rate: collectd topic -> worker -> VES collector.
+
+One worker (``VES_STREAMS_ROLE=all``: processing and the HTTP sink)
+delivers to the real local collector (``ves-streams collector --quiet
+--record``), while :func:`bench.load.publish_realistic` plays N hosts for a
+number of intervals. Afterwards the collector's record is read back:
+
+* **fault latency** -- collector ``received_at`` minus the moment the
+  notification was produced (its ``startsAt``, which the fault event carries
+  as ``startEpochMicrosec``; events are matched by ``(sourceName,
+  startEpochMicrosec)``);
+* **measurement latency** -- ``received_at`` of a host's measurement event
+  minus the end of the interval its samples were published in (the event's
+  ``startEpochMicrosec`` is the samples' time). This is "sample published ->
+  event received, minus the interval wait". A host whose samples missed
+  their window's render shows up with a latency above one interval, and a
+  host never delivered counts as missing. The first round is warm-up and is
+  left out of the percentiles.
+
+The worker's peak RSS, the collector's, and both consumer groups' lag at the
+end are recorded too. :func:`run_sink_backlog` then measures how fast a
+sink-only worker delivers a ready backlog of events (the events this phase
+produced) to a fresh collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.broker import BenchBroker
+from bench.load import RealisticLog, publish_realistic
+from bench.procs import CollectorProcess, ProcessError, WorkerProcess
+from bench.throughput import worker_settings, worker_topics
+from ves_streams.kafka_local import free_ports
+from ves_streams.replay import Capture, host_names
+
+__all__ = ["LatencyResult", "Percentiles", "SinkResult", "analyse", "percentile", "run_latency", "run_sink_backlog"]
+
+#: Rounds at the start of the run left out of the percentiles (worker warm-up).
+WARMUP_ROUNDS = 1
+#: Wait after the last interval before reading the lag (longer than Faust's 2.8 s commit interval).
+LAG_SETTLE_SECONDS = 4.0
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (``p`` in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Percentiles:
+    count: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Percentiles:
+        return cls(len(values), percentile(values, 50), percentile(values, 95), percentile(values, 99),
+                   max(values) if values else None)  # fmt: skip
+
+
+@dataclass
+class LatencyResult:
+    hosts: int
+    interval: float
+    rounds: int
+    offered_rate: float = 0.0  # value lists per second the load asks for
+    published: int = 0  # value lists published
+    publish_seconds_max: float = 0.0  # longest time to publish one round (all acknowledged)
+    notifications: int = 0
+    faults_matched: int = 0
+    fault_latency: Percentiles = field(default_factory=Percentiles)
+    measurements_expected: int = 0  # hosts x measured rounds
+    measurements_received: int = 0  # distinct (host, round) received
+    measurement_latency: Percentiles = field(default_factory=Percentiles)
+    measurements_late: int = 0  # received more than one interval after their window closed
+    events_received: int = 0  # every event the collector accepted during the run
+    events_per_second: float = 0.0  # over the publishing period (bounded by the offered load)
+    events_by_domain: dict[str, int] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    collector_peak_rss_mb: float = 0.0
+    worker_cpu_seconds: float = 0.0
+    lag_end: dict[str, int] = field(default_factory=dict)
+    load_average: tuple[float, float] = (0.0, 0.0)
+    events_topic: str = ""
+    error: str | None = None
+
+    @property
+    def kept_up(self) -> bool:
+        """Every notification and every host's every measured window arrived, and nothing was left unconsumed."""
+        return (
+            self.error is None
+            and self.faults_matched >= self.notifications
+            and self.measurements_received >= self.measurements_expected
+            and sum(self.lag_end.values()) == 0
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["kept_up"] = self.kept_up
+        return out
+
+
+def run_latency(
+    broker: BenchBroker,
+    capture: Capture,
+    hosts: int,
+    *,
+    run_id: str,
+    interval: float,
+    rounds: int,
+    work_dir: Path,
+    topology: Path,
+    profile: Path | None = None,
+) -> LatencyResult:
+    """Publish ``rounds`` intervals for ``hosts`` hosts to one ``all`` worker and measure at the collector."""
+    app_id = f"{run_id}-lat-n{hosts}"
+    settings = worker_settings(
+        broker, app_id, work_dir / f"{app_id}-data", topology, VES_STREAMS_ROLE="all", VES_STREAMS_INTERVAL=f"{interval:g}"
+    )
+    topics = [settings["VES_STREAMS_VALUES_TOPIC"], settings["VES_STREAMS_NOTIFICATIONS_TOPIC"], settings["VES_STREAMS_EVENTS_TOPIC"]]
+    asyncio.run(broker.create_topics(worker_topics(settings)))
+    result = LatencyResult(hosts, interval, rounds, events_topic=settings["VES_STREAMS_EVENTS_TOPIC"])
+    result.offered_rate = hosts * capture.value_lists_per_round / interval
+    load_start = _load1()
+    collector = CollectorProcess(work_dir / f"{app_id}-collector.log", work_dir / f"{app_id}-events.jsonl")
+    worker: WorkerProcess | None = None
+    log: RealisticLog | None = None
+    try:
+        collector.start()
+        settings["VES_STREAMS_COLLECTOR_URL"] = collector.wait_listening()
+        worker = WorkerProcess("worker", work_dir / f"{app_id}-worker.log", settings, free_ports(1)[0], profile=profile)
+        worker.start()
+        worker.wait_ready()
+        worker.mark_cpu()
+        log = asyncio.run(_drive(broker, capture, hosts, settings, interval, rounds, worker, collector))
+        result.worker_cpu_seconds = worker.cpu_since_mark()
+        samples = f"{app_id}-samples"
+        lag = asyncio.run(broker.lag(app_id, [topics[0], topics[1], samples]))
+        lag.update(asyncio.run(broker.lag(f"{app_id}-sink", [topics[2]])))
+        result.lag_end = dict(lag)
+    except ProcessError as exc:
+        result.error = str(exc).splitlines()[0]
+    finally:
+        if worker is not None:
+            worker.stop()
+        collector.stop()
+    result.peak_rss_mb = (worker.peak_rss or 0.0) if worker is not None else 0.0
+    result.collector_peak_rss_mb = collector.peak_rss or 0.0
+    result.load_average = (load_start, _load1())
+    if log is not None:
+        analyse(result, log, collector.record)
+    return result
+
+
+async def _drive(
+    broker: BenchBroker,
+    capture: Capture,
+    hosts: int,
+    settings: dict[str, str],
+    interval: float,
+    rounds: int,
+    worker: WorkerProcess,
+    collector: CollectorProcess,
+) -> RealisticLog:
+    """Publish the load while sampling the processes; then give the last window one interval to arrive."""
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            worker.check_alive()
+            worker.sample()
+            collector.sample()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    watcher = asyncio.create_task(watch())
+    try:
+        log = await publish_realistic(
+            broker.bootstrap, capture, host_names(hosts),
+            values_topic=settings["VES_STREAMS_VALUES_TOPIC"],
+            notifications_topic=settings["VES_STREAMS_NOTIFICATIONS_TOPIC"],
+            interval=interval, rounds=rounds,
+        )  # fmt: skip
+        last_window_end = log.rounds[-1].window_start + interval
+        # One more interval for the last window's events to arrive, and a few
+        # seconds more so that the tick of that boundary is processed and the
+        # workers' periodic offset commit (2.8 s) has happened before the lag is read.
+        await asyncio.sleep(max(0.0, last_window_end + interval + LAG_SETTLE_SECONDS - time.time()))
+    finally:
+        stop.set()
+        await watcher
+    return log
+
+
+def _read_record(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().split(b"\n") if line.strip()]
+
+
+def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
+    """Fill ``result``'s latency figures from the publish log and the collector's record."""
+    interval = log.interval
+    result.published = log.value_lists
+    result.publish_seconds_max = max((r.published_at - r.sample_time for r in log.rounds), default=0.0)
+    result.notifications = len(log.notifications)
+    stamps = {round(r.sample_time, 3): r for r in log.rounds}
+    measured = [r for r in log.rounds if r.index >= WARMUP_ROUNDS]
+    result.measurements_expected = log.hosts * len(measured)
+    fault_latencies: list[float] = []
+    first_seen: dict[tuple[str, int], float] = {}
+    by_domain: dict[str, int] = {}
+    received: list[float] = []
+    for row in _read_record(record):
+        event = row.get("event") or {}
+        header = event.get("commonEventHeader") or {}
+        domain = str(header.get("domain"))
+        by_domain[domain] = by_domain.get(domain, 0) + 1
+        at = float(row["received_at"])
+        received.append(at)
+        host = header.get("sourceName")
+        start_us = int(header.get("startEpochMicrosec") or 0)
+        if domain == "fault":
+            if (host, start_us) in log.notifications:
+                fault_latencies.append(at - start_us / 1e6)
+        elif domain == "measurement":
+            round_ = stamps.get(round(start_us / 1e6, 3))
+            if round_ is not None and round_.index >= WARMUP_ROUNDS:
+                key = (str(host), round_.index)
+                window_end = round_.window_start + interval
+                first_seen[key] = min(first_seen.get(key, math.inf), at - window_end)
+    result.faults_matched = len(fault_latencies)
+    result.fault_latency = Percentiles.of(fault_latencies)
+    measurement_latencies = list(first_seen.values())
+    result.measurements_received = len(measurement_latencies)
+    result.measurement_latency = Percentiles.of(measurement_latencies)
+    result.measurements_late = sum(1 for v in measurement_latencies if v > interval)
+    result.events_received = len(received)
+    result.events_by_domain = by_domain
+    if log.rounds:
+        period = log.rounds[-1].window_start + interval - log.rounds[0].window_start
+        result.events_per_second = len(received) / period if period > 0 else 0.0
+
+
+@dataclass
+class SinkResult:
+    """A sink-only worker delivering a ready backlog of events to a fresh collector."""
+
+    events: int
+    delivered: float = 0.0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    complete: bool = False
+    peak_rss_mb: float = 0.0
+    lag_end: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rate"] = self.rate
+        return out
+
+
+def run_sink_backlog(
+    broker: BenchBroker, events_topic: str, *, run_id: str, work_dir: Path, topology: Path, time_box: float
+) -> SinkResult:
+    """Time a sink-only worker (``VES_STREAMS_ROLE=sink``) through every event in ``events_topic``."""
+    app_id = f"{run_id}-sink"
+    total = asyncio.run(broker.message_count([events_topic]))
+    result = SinkResult(total)
+    collector = CollectorProcess(work_dir / f"{app_id}-collector.log", work_dir / f"{app_id}-events.jsonl")
+    worker: WorkerProcess | None = None
+    try:
+        collector.start()
+        settings = worker_settings(
+            broker, app_id, work_dir / f"{app_id}-data", topology,
+            VES_STREAMS_ROLE="sink", VES_STREAMS_EVENTS_TOPIC=events_topic,
+            VES_STREAMS_COLLECTOR_URL=collector.wait_listening(),
+        )  # fmt: skip
+        worker = WorkerProcess("sink", work_dir / f"{app_id}-worker.log", settings, free_ports(1)[0])
+        worker.start()
+        worker.wait_ready()
+        start: tuple[float, float] | None = None
+        deadline = time.monotonic() + time_box + 60
+        while time.monotonic() < deadline:
+            worker.check_alive()
+            worker.sample()
+            delivered = _delivered(worker)
+            now = time.perf_counter()
+            if start is None and delivered > 0:
+                worker.mark_cpu()
+                start = (now, delivered)
+            if start is not None:
+                result.delivered = delivered - start[1]
+                result.seconds = now - start[0]
+                if delivered >= total:
+                    result.complete = True
+                    break
+                if result.seconds >= time_box:
+                    break
+            time.sleep(0.1)
+        result.cpu_seconds = worker.cpu_since_mark()
+        result.lag_end = dict(asyncio.run(broker.lag(f"{app_id}-sink", [events_topic])))
+    except ProcessError as exc:
+        result.error = str(exc).splitlines()[0]
+    finally:
+        if worker is not None:
+            worker.stop()
+            result.peak_rss_mb = worker.peak_rss or 0.0
+        collector.stop()
+    return result
+
+
+def _delivered(worker: WorkerProcess) -> float:
+    metrics = worker.metrics() or {}
+    return sum(v for (name, _labels), v in metrics.items() if name == "ves_streams_sink_events_delivered")
+
+
+def _load1() -> float:
+    import os
+
+    return os.getloadavg()[0]

@@ -1,0 +1,282 @@
+"""Ingest throughput: how fast a fresh consumer group works through a ready backlog.
+
+The backlog (the capture for N hosts, :func:`bench.load.preload`) is in the
+topic before anyone reads it, so what is timed is consumption alone:
+
+* **baseline** -- :mod:`bench.passthrough` in its own process, timed by
+  itself from the first fetched record to the last acknowledged produce;
+* **ves-streams** -- 1 or 2 workers with ``VES_STREAMS_ROLE=process`` (ingest
+  to the samples topic, then the samples agent updating the state table).
+  The workers' ``/metrics`` counters (``ves_streams_messages_in`` per topic)
+  are polled every 0.5 s. The window opens when every worker is ready
+  (partitions assigned, not rebalancing) and has consumed something, so
+  start-up and the first rebalance are not counted, and closes when every
+  value list has passed both stages or the time box runs out.
+
+A value list is *ingested* once it is in the state table, after two
+stages (collectd topic -> samples topic -> table). Each stage's progress in
+the window counts half: ``rate = (d_values + d_samples) / 2 / seconds``,
+which is the plain rate when the backlog is finished in the window and
+stays fair when the time box closes it first with one stage ahead of the
+other (the result then says it was time-boxed). CPU seconds in the window give a second figure, value lists per
+CPU second, which other load on the machine does not distort.
+
+The render interval is set to an hour so that no measurement tick falls
+into the window: this phase measures ingest, the latency phase the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.broker import BenchBroker, EndOffsets
+from bench.procs import PROJECT_DIR, ProcessError, WorkerProcess
+from ves_streams.kafka_local import free_ports
+
+__all__ = ["IngestResult", "run_baseline", "run_workers", "worker_settings"]
+
+#: Worker metrics are polled this often (each poll costs the worker a Prometheus exposition).
+POLL_SECONDS = 0.5
+
+
+@dataclass
+class IngestResult:
+    """One timed consumption of a backlog."""
+
+    system: str  # "baseline" or "ves-streams"
+    hosts: int
+    workers: int
+    backlog: int  # value lists in the topic
+    ingested: float  # value lists counted in the window
+    seconds: float
+    cpu_seconds: float  # all workers, in the window
+    complete: bool  # the whole backlog went through before the time box closed
+    peak_rss_mb: list[float] = field(default_factory=list)
+    lag_end: dict[str, int] = field(default_factory=dict)
+    consumed_rate: float = 0.0  # collectd-topic records per second (first stage only)
+    load_average: tuple[float, float] = (0.0, 0.0)  # 1-min load average at start and end
+    error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        """Value lists per second, all workers together."""
+        return self.ingested / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rate_per_worker(self) -> float:
+        return self.rate / max(1, self.workers)
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.ingested / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(rate=self.rate, rate_per_worker=self.rate_per_worker, per_cpu_second=self.per_cpu_second)
+        return out
+
+
+def _load1() -> float:
+    return os.getloadavg()[0]
+
+
+def run_baseline(
+    broker: BenchBroker, topic: str, output: str, group: str, hosts: int, backlog: int, time_box: float, log: Path
+) -> IngestResult:
+    """Run :mod:`bench.passthrough` over ``topic`` and read its JSON result."""
+    load_start = _load1()
+    command = [sys.executable, "-m", "bench.passthrough", "--bootstrap", broker.bootstrap, "--input", topic,
+               "--output", output, "--group", group, "--expect", str(backlog), "--timeout", str(time_box)]  # fmt: skip
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as err:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, cwd=PROJECT_DIR, timeout=time_box + 120)
+    lines = done.stdout.decode().strip().splitlines()
+    if not lines:
+        return IngestResult("baseline", hosts, 1, backlog, 0, 0, 0, False, error=f"passthrough failed; see {log}")
+    data = orjson.loads(lines[-1])
+    lag = asyncio.run(broker.lag(group, [topic]))
+    return IngestResult(
+        system="baseline",
+        hosts=hosts,
+        workers=1,
+        backlog=backlog,
+        ingested=data["messages"],
+        seconds=data["seconds"],
+        cpu_seconds=data["cpu_seconds"],
+        complete=bool(data["complete"]),
+        peak_rss_mb=[data["peak_rss_mb"]],
+        lag_end=dict(lag),
+        consumed_rate=data["rate"],
+        load_average=(load_start, _load1()),
+    )
+
+
+def worker_settings(broker: BenchBroker, app_id: str, data_dir: Path, topology: Path, **extra: str) -> dict[str, str]:
+    """The ``VES_STREAMS_*`` environment of a benchmark worker (topics named after ``app_id`` unless given)."""
+    settings = {
+        "VES_STREAMS_BROKER": broker.url,
+        "VES_STREAMS_APP_ID": app_id,
+        "VES_STREAMS_DATA_DIR": str(data_dir),
+        "VES_STREAMS_TOPOLOGY": str(topology),
+        "VES_STREAMS_PARTITIONS": str(broker.default_partitions),
+        "VES_STREAMS_VALUES_TOPIC": f"{app_id}-values",
+        "VES_STREAMS_NOTIFICATIONS_TOPIC": f"{app_id}-notifications",
+        "VES_STREAMS_EVENTS_TOPIC": f"{app_id}-events",
+        "VES_STREAMS_DLQ_TOPIC": f"{app_id}-dlq",
+        "VES_STREAMS_EVENTS_DLQ_TOPIC": f"{app_id}-events-dlq",
+    }
+    settings.update(extra)
+    return settings
+
+
+def worker_topics(settings: dict[str, str]) -> list[str]:
+    """Topics a processing worker reads or writes, to create before it starts.
+
+    Faust creates them itself, but a worker that subscribes before the
+    creation is visible logs "Ignoring missing topic" and does not consume
+    that topic until its next metadata refresh (minutes): the samples topic,
+    in practice, so nothing reached the state. Creating them first keeps that
+    start-up race out of the figures.
+    """
+    app_id = settings["VES_STREAMS_APP_ID"]
+    return [settings["VES_STREAMS_VALUES_TOPIC"], settings["VES_STREAMS_NOTIFICATIONS_TOPIC"], f"{app_id}-samples",
+            settings["VES_STREAMS_EVENTS_TOPIC"], settings["VES_STREAMS_DLQ_TOPIC"]]  # fmt: skip
+
+
+def _counter(metrics: dict[tuple[str, str], float] | None, topic: str) -> float:
+    if not metrics:
+        return 0.0
+    return metrics.get(("ves_streams_messages_in", f'topic="{topic}"'), 0.0)
+
+
+def run_workers(
+    broker: BenchBroker,
+    topic: str,
+    app_id: str,
+    workers: int,
+    hosts: int,
+    backlog: int,
+    time_box: float,
+    work_dir: Path,
+    topology: Path,
+    start_timeout: float = 120.0,
+    profile: Path | None = None,
+) -> IngestResult:
+    """Start ``workers`` ves-streams workers (role ``process``) on ``topic`` and time them.
+
+    With ``profile``, the first worker runs under pyinstrument and writes its session there.
+    """
+    samples_topic = f"{app_id}-samples"
+    ports = free_ports(workers)
+    procs = [
+        WorkerProcess(
+            f"worker-{i + 1}",
+            work_dir / f"{app_id}-worker-{i + 1}.log",
+            worker_settings(broker, app_id, work_dir / f"{app_id}-data-{i + 1}", topology,
+                            VES_STREAMS_ROLE="process", VES_STREAMS_INTERVAL="3600", VES_STREAMS_VALUES_TOPIC=topic),
+            ports[i],
+            profile=profile if i == 0 else None,
+        )  # fmt: skip
+        for i in range(workers)
+    ]
+    asyncio.run(broker.create_topics(worker_topics(dict(procs[0].env or {}))))
+    load_start = _load1()
+    result = IngestResult("ves-streams", hosts, workers, backlog, 0, 0, 0, False)
+    try:
+        for proc in procs:
+            proc.start()
+        result = asyncio.run(_time_window(broker, procs, topic, samples_topic, hosts, backlog, time_box, start_timeout))
+        result.lag_end = dict(asyncio.run(broker.lag(app_id, [topic, samples_topic])))
+    except ProcessError as exc:
+        result.error = str(exc).splitlines()[0]
+    finally:
+        for proc in procs:
+            proc.stop()
+    result.peak_rss_mb = [p.peak_rss or 0.0 for p in procs]
+    result.load_average = (load_start, _load1())
+    return result
+
+
+async def _time_window(
+    broker: BenchBroker,
+    procs: list[WorkerProcess],
+    topic: str,
+    samples_topic: str,
+    hosts: int,
+    backlog: int,
+    time_box: float,
+    start_timeout: float,
+) -> IngestResult:
+    async with EndOffsets(broker.bootstrap) as ends:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if time.monotonic() > deadline:
+                raise ProcessError(f"workers not ready and consuming after {start_timeout:.0f} s; see {procs[0].log_path}")
+            first = await _progress(procs, topic, samples_topic, ends)
+            if first.values > 0 and all(await asyncio.gather(*(asyncio.to_thread(p.ready) for p in procs))):
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        for proc in procs:
+            proc.mark_cpu()
+        first = await _progress(procs, topic, samples_topic, ends)
+        values_done_at: float | None = None
+        complete = False
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            last = await _progress(procs, topic, samples_topic, ends)
+            if values_done_at is None and last.values >= backlog:
+                values_done_at = last.at
+            if last.values >= backlog and last.in_state >= backlog:
+                complete = True
+                break
+            if last.at - first.at >= time_box:
+                break
+    seconds = last.at - first.at
+    consumed_seconds = (values_done_at or last.at) - first.at
+    return IngestResult(
+        system="ves-streams",
+        hosts=hosts,
+        workers=len(procs),
+        backlog=backlog,
+        ingested=((last.values - first.values) + (last.in_state - first.in_state)) / 2,
+        seconds=seconds,
+        cpu_seconds=sum(proc.cpu_since_mark() for proc in procs),
+        complete=complete,
+        consumed_rate=(last.values - first.values) / consumed_seconds if consumed_seconds > 0 else 0.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Progress:
+    at: float
+    values: float  # collectd records consumed (first stage)
+    in_state: float  # value lists applied to the table (second stage), estimated
+
+    @classmethod
+    def of(cls, at: float, values: float, samples_consumed: float, samples_in_topic: int) -> _Progress:
+        # Ingest packs many value lists into one samples record, so the second
+        # stage is known as a fraction: records consumed / records produced.
+        if samples_in_topic <= 0:
+            return cls(at, values, 0.0)
+        return cls(at, values, values * min(1.0, samples_consumed / samples_in_topic))
+
+
+async def _progress(procs: list[WorkerProcess], topic: str, samples_topic: str, ends: EndOffsets) -> _Progress:
+    for proc in procs:
+        proc.check_alive()
+        proc.sample()
+    snapshots = await asyncio.gather(*(asyncio.to_thread(proc.metrics) for proc in procs))
+    at = time.perf_counter()
+    produced = await ends.total([samples_topic])
+    values = sum(_counter(s, topic) for s in snapshots)
+    samples = sum(_counter(s, samples_topic) for s in snapshots)
+    return _Progress.of(at, values, samples, produced)
