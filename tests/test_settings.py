@@ -51,6 +51,7 @@ def test_every_variable_is_read() -> None:
         "VES_STREAMS_COLLECTOR_PASSWORD": "s3cret",
         "VES_STREAMS_COLLECTOR_TIMEOUT": "2.5",
         "VES_STREAMS_INTERVAL": "2",
+        "VES_STREAMS_HEARTBEAT_INTERVAL": "30",
         "VES_STREAMS_APP_ID": "my-app",
         "VES_STREAMS_ROLE": "Process",
         "VES_STREAMS_PROCESSING_GUARANTEE": "exactly_once",
@@ -79,6 +80,7 @@ def test_every_variable_is_read() -> None:
     assert s.collector_password is not None and s.collector_password.reveal() == "s3cret"
     assert s.collector_timeout == 2.5
     assert s.interval == 2.0
+    assert s.heartbeat_interval == 30.0
     assert s.app_id == "my-app"
     assert s.role is Role.PROCESS and s.role.processes and not s.role.sinks
     assert s.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE

@@ -80,6 +80,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
             hostname=settings.hostname,
             interval=settings.interval,
             ves_version=settings.ves_version,
+            heartbeat_interval=settings.heartbeat_interval,
         )
         register_processing(app, settings, topics, renderer, metrics, readiness)
 

@@ -10,7 +10,8 @@ Precedence, highest first:
 
 So an operator can always override what a topology file suggests, and a
 topology file can carry sensible defaults for the deployment it was written
-for. The heartbeat interval is the topology's alone (its events state it). Every value is checked when the worker starts: an invalid one raises
+for. ``VES_STREAMS_HEARTBEAT_INTERVAL`` overrides the topology's heartbeat
+interval, both how often heartbeats are sent and the interval they state. Every value is checked when the worker starts: an invalid one raises
 :class:`SettingsError` whose message starts with the variable's name, e.g.
 ``VES_STREAMS_INTERVAL: must be a positive number of seconds, got 'abc'``.
 
@@ -288,6 +289,9 @@ class Settings:
 
     topology: Path = field(default=Path("topologies/host.yaml"), metadata=_env("TOPOLOGY", _topology_path))
     interval: float = field(default=10.0, metadata=_env("INTERVAL", _positive_seconds, header="interval"))
+    #: Environment only: ``None`` means the topology's own (its header's
+    #: ``heartbeat_interval``, else its ``interval``, else :attr:`interval`).
+    heartbeat_interval: float | None = field(default=None, metadata=_env("HEARTBEAT_INTERVAL", _positive_seconds))
 
     app_id: str = field(default="ves-streams", metadata=_env("APP_ID", _app_id))
     role: Role = field(default=Role.ALL, metadata=_env("ROLE", _enum(Role)))
@@ -491,6 +495,8 @@ _NOT_WORKER_SETTINGS = frozenset(
         "VES_STREAMS_KAFKA_VERSION",
         "VES_STREAMS_KAFKA_HOME",
         "VES_STREAMS_CACHE_DIR",
+        "VES_STREAMS_SCHEMA_DIR",
+        "VES_STREAMS_OFFICIAL_SCHEMA_DIR",
     }
 )
 

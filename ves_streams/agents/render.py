@@ -13,6 +13,8 @@ stream goes on.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,10 +68,16 @@ class TopologyRenderer:
         hostname: str,
         interval: float,
         ves_version: str,
+        heartbeat_interval: float | None = None,
     ) -> None:
         from ves_streams import rules
 
         self._rules = rules
+        if heartbeat_interval is not None and topology.header.heartbeat_interval != heartbeat_interval:
+            # An operator's override: render ``{hb.interval}`` with it too, so the events
+            # state the interval they are really sent at. (The topology reads its header.)
+            topology = copy.copy(topology)
+            topology.header = dataclasses.replace(topology.header, heartbeat_interval=heartbeat_interval)
         self.topology = topology
         self.hostname = hostname
         self.interval = interval
@@ -79,6 +87,7 @@ class TopologyRenderer:
         self.has_events = bool(topology.has_events)
         # The topology's (header heartbeat_interval, else its interval, else ours):
         # the value its heartbeat events state, so also the one they are sent at.
+        # Whole seconds, as the rule engine states it.
         self.heartbeat_interval = float(topology.heartbeat_interval(interval)) if self.has_heartbeat else None
 
     def _context(self, now: float, interval_start: float) -> Any:
