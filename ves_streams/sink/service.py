@@ -174,6 +174,10 @@ class SinkService(Service):
             "group_id": cfg.group_id,
             "client_id": cfg.group_id,
             "enable_auto_commit": False,
+            # Events from an aborted exactly-once transaction must never reach
+            # the collector; without transactions this reads up to the high
+            # watermark as before.
+            "isolation_level": "read_committed",
             "auto_offset_reset": cfg.auto_offset_reset,
             "max_poll_records": cfg.batching.max_events,
             "session_timeout_ms": cfg.session_timeout_ms,
