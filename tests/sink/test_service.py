@@ -489,3 +489,36 @@ def test_two_sinks_share_the_partitions_and_a_leaving_one_loses_nothing(
             await b.stop()
 
     asyncio.run(main())
+
+
+def test_events_of_an_aborted_transaction_never_reach_the_collector(kafka: Any, ves_collector: VesCollector) -> None:
+    """Under exactly_once, workers write ves-events in transactions; the sink reads committed data only."""
+    topic, _ = _topics(kafka, "txn", partitions=1)
+    aborted = [event("fault", "host-a", seq) for seq in range(3)]
+    committed = [event("fault", "host-a", seq) for seq in range(3, 6)]
+    config = _config(kafka, topic, CollectorConfig(url=ves_collector.url))
+
+    async def write(producer: AIOKafkaProducer, events: list[dict[str, Any]]) -> None:
+        for item in events:
+            key = item["commonEventHeader"]["sourceName"].encode()
+            await producer.send(topic, kafka_value(item), key=key, headers=kafka_headers(item))
+
+    async def main() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, transactional_id=f"{topic}-txn")
+        await producer.start()
+        try:
+            await producer.begin_transaction()
+            await write(producer, aborted)
+            await producer.flush()
+            await producer.abort_transaction()
+            async with producer.transaction():
+                await write(producer, committed)
+        finally:
+            await producer.stop()
+        async with SinkService(config):
+            accepted = await _wait_for(ves_collector, len(committed))
+            await asyncio.sleep(1.0)  # give an aborted event the chance to (wrongly) arrive
+            accepted = await asyncio.to_thread(ves_collector.events)
+        assert sorted(_ids(accepted)) == sorted(_ids(committed))
+
+    asyncio.run(main())
