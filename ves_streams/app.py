@@ -124,33 +124,12 @@ def _kafka_credentials(settings: Settings) -> Any:
 
 
 def _add_sink(app: faust.App, settings: Settings, readiness: Readiness) -> None:
-    """Run the sink service with the app, if the sink package is there."""
-    try:
-        from ves_streams.sink.service import SinkService
-    except ImportError as exc:
-        log.warning("sink not available (%s): this worker will not deliver events to the collector", exc)
-        readiness.add("sink", lambda: "sink service not installed")
-        return
-    if hasattr(SinkService, "from_settings"):
-        service = SinkService.from_settings(settings)
-    else:
-        try:
-            from ves_streams.sink.config import SinkConfig
-        except ImportError:
-            service = SinkService(settings)
-        else:
-            service = SinkService(SinkConfig.from_settings(settings))
-    app._extra_services.append(service)
+    """Run the sink service (its own consumer group) with the app, after table recovery."""
+    from ves_streams.sink.service import SinkService
 
-    def sink_ready() -> str | None:
-        is_ready = getattr(service, "is_ready", None)
-        if callable(is_ready):
-            return None if is_ready() else "sink not connected"
-        if service.crashed:
-            return "sink crashed"
-        return None if service.started else "sink not started"
-
-    readiness.add("sink", sink_ready)
+    service = SinkService.from_settings(settings)
+    app._extra_services.append(service)  # started by the worker like Faust's own services
+    readiness.add("sink", lambda: None if service.is_ready() else "sink not connected")
 
 
 def _app_from_environment() -> faust.App:
