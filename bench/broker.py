@@ -55,7 +55,8 @@ class BenchBroker:
     @property
     def pids(self) -> list[int]:
         """The broker's JVM process ids (for its CPU time)."""
-        return [p.pid for p in self.cluster._procs.values() if p.poll() is None]
+        procs = getattr(self.cluster, "_procs", {})  # KafkaCluster keeps them private; no public accessor
+        return [p.pid for p in procs.values() if p.poll() is None]
 
     async def create_topics(self, names: Sequence[str], partitions: int | None = None, timeout: float = 30.0) -> None:
         """Create ``names`` (those that exist are left alone) and wait until every partition has a leader."""
@@ -117,6 +118,15 @@ class BenchBroker:
         for tp, end in ends.items():
             lag[tp.topic] += max(0, end - committed.get(tp, 0))
         return lag
+
+    async def settled_lag(self, group: str, topics: Sequence[str], within: float) -> Lag:
+        """:meth:`lag`, read again for up to ``within`` seconds until it is zero (commits are periodic)."""
+        deadline = time.monotonic() + within
+        while True:
+            lag = await self.lag(group, topics)
+            if lag.total == 0 or time.monotonic() >= deadline:
+                return lag
+            await asyncio.sleep(0.5)
 
     async def message_count(self, topics: Sequence[str]) -> int:
         """Records in ``topics`` (end offsets summed; the run's topics are never compacted or trimmed)."""

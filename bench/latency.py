@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,11 +126,13 @@ def run_latency(
     work_dir: Path,
     topology: Path,
     profile: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> LatencyResult:
     """Publish ``rounds`` intervals for ``hosts`` hosts to one ``all`` worker and measure at the collector."""
     app_id = f"{run_id}-lat-n{hosts}"
     settings = worker_settings(
-        broker, app_id, work_dir / f"{app_id}-data", topology, VES_STREAMS_ROLE="all", VES_STREAMS_INTERVAL=f"{interval:g}"
+        broker, app_id, work_dir / f"{app_id}-data", topology, VES_STREAMS_ROLE="all", VES_STREAMS_INTERVAL=f"{interval:g}",
+        **(extra_env or {}),
     )
     topics = [settings["VES_STREAMS_VALUES_TOPIC"], settings["VES_STREAMS_NOTIFICATIONS_TOPIC"], settings["VES_STREAMS_EVENTS_TOPIC"]]
     asyncio.run(broker.create_topics(worker_topics(settings)))
@@ -283,7 +285,14 @@ class SinkResult:
 
 
 def run_sink_backlog(
-    broker: BenchBroker, events_topic: str, *, run_id: str, work_dir: Path, topology: Path, time_box: float
+    broker: BenchBroker,
+    events_topic: str,
+    *,
+    run_id: str,
+    work_dir: Path,
+    topology: Path,
+    time_box: float,
+    extra_env: Mapping[str, str] | None = None,
 ) -> SinkResult:
     """Time a sink-only worker (``VES_STREAMS_ROLE=sink``) through every event in ``events_topic``."""
     app_id = f"{run_id}-sink"
@@ -296,7 +305,7 @@ def run_sink_backlog(
         settings = worker_settings(
             broker, app_id, work_dir / f"{app_id}-data", topology,
             VES_STREAMS_ROLE="sink", VES_STREAMS_EVENTS_TOPIC=events_topic,
-            VES_STREAMS_COLLECTOR_URL=collector.wait_listening(),
+            VES_STREAMS_COLLECTOR_URL=collector.wait_listening(), **(extra_env or {}),
         )  # fmt: skip
         worker = WorkerProcess("sink", work_dir / f"{app_id}-worker.log", settings, free_ports(1)[0])
         worker.start()

@@ -25,6 +25,7 @@ __all__ = [
     "CollectorProcess",
     "ProcessError",
     "WorkerProcess",
+    "MachineCpu",
     "cpu_seconds",
     "peak_rss_mb",
     "worker_metrics",
@@ -59,6 +60,33 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class MachineCpu:
+    """How busy the whole machine was between :meth:`start` and :meth:`busy` (from ``/proc/stat``).
+
+    Includes every process, not only the benchmark's: on a shared machine
+    this is what says whether the cores, not the design, were the limit.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def busy(self) -> float:
+        """Fraction of all CPUs' time spent busy since :meth:`start` (0..1)."""
+        busy, total = self._read()
+        d_total = total - self._start[1]
+        return (busy - self._start[0]) / d_total if d_total > 0 else 0.0
 
 
 _METRIC_LINE = re.compile(r'^(ves_streams_[a-z_]+?)(?:_total)?\{([^}]*)\}\s+([0-9.eE+-]+)$')
@@ -186,7 +214,7 @@ class WorkerProcess(BenchProcess):
         command = ["-m", "faust", "-A", "ves_streams", "worker", "-l", "warn", "--web-port", str(web_port)]
         if profile is not None:
             # pyinstrument samples the event loop's thread; the session file is rendered afterwards.
-            command = ["-m", "pyinstrument", "-r", "session", "-o", str(profile), *command]
+            command = ["-m", "pyinstrument", "-i", "0.005", "-r", "session", "-o", str(profile), *command]
         super().__init__(name, [sys.executable, *command], log_path, env)
         self.web_port = web_port
         self.profile = profile

@@ -59,6 +59,13 @@ def _parse_hosts(text: str) -> list[int]:
     return hosts
 
 
+def _parse_env(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--worker-env: expected NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -76,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--topology", type=Path, default=PROJECT_DIR / "topologies" / "host.yaml")
     parser.add_argument("--kafka-version", default=os.environ.get("VES_STREAMS_TEST_KAFKA_VERSION", DEFAULT_KAFKA_VERSION))
     parser.add_argument("--profile", action="store_true", help="also profile one worker (pyinstrument) at N=1000, after the measured runs")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE", type=_parse_env,
+                        help="extra environment for every worker, e.g. a Faust setting (PRODUCER_LINGER=0.02); repeatable")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON and PNG go (default bench/results)")
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         report_mod.plot(report, args.replot.with_suffix(".png"))
         return 0
     _defaults(args)
+    args.worker_env = dict(args.worker_env)
     if not args.topology.is_file():
         print(f"bench: topology {args.topology} not found (--topology)", file=sys.stderr)
         return 2
@@ -153,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             for hosts in args.latency_hosts:
                 _say(f"latency N={hosts}: {args.rounds} intervals of {args.interval:g} s at the realistic rate")
                 result = run_latency(broker, capture, hosts, run_id=run_id, interval=args.interval, rounds=args.rounds,
-                                     work_dir=work_dir, topology=args.topology)  # fmt: skip
+                                     work_dir=work_dir, topology=args.topology, extra_env=args.worker_env)  # fmt: skip
                 report["latency"].append(result.as_dict())
                 _say(f"  faults p99 {_ms(result.fault_latency.p99)}, measurements p99 {_ms(result.measurement_latency.p99)}, "
                      f"kept up: {result.kept_up}")  # fmt: skip
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             if source is not None:
                 _say(f"sink: delivering the {source['events_topic']} backlog with a sink-only worker")
                 sink = run_sink_backlog(broker, source["events_topic"], run_id=run_id, work_dir=work_dir,
-                                        topology=args.topology, time_box=args.time_box)  # fmt: skip
+                                        topology=args.topology, time_box=args.time_box, extra_env=args.worker_env)  # fmt: skip
                 report["sink"] = sink.as_dict()
         if args.profile:
             report["profiles"] = _profile_phase(broker, capture, run_id, args, work_dir, stamp)
@@ -210,7 +220,8 @@ def _ingest_phase(
     runs: dict[int, list[dict[str, Any]]] = {}
     for workers in (1, 2):
         app_id = f"{run_id}-n{hosts}-w{workers}"
-        result = run_workers(broker, topic, app_id, workers, hosts, loaded.messages, args.time_box, work_dir, args.topology)
+        result = run_workers(broker, topic, app_id, workers, hosts, loaded.messages, args.time_box, work_dir,
+                             args.topology, extra_env=args.worker_env)  # fmt: skip
         runs[workers] = [result.as_dict()]
         _say(f"  ves-streams x{workers}: {result.rate:,.0f}/s ({result.per_cpu_second:,.0f} per CPU-s), "
              f"{'complete' if result.complete else 'time-boxed'}, RSS {max(result.peak_rss_mb or [0]):.0f} MB"
@@ -232,13 +243,13 @@ def _profile_phase(
         session = work_dir / "profile-ingest.pyisession"
         _say(f"profile: one worker on the N={hosts} backlog under pyinstrument ({args.time_box:.0f} s)")
         run_workers(broker, topic, f"{run_id}-profile-ingest", 1, hosts, 10**9, args.time_box, work_dir,
-                    args.topology, profile=session)  # fmt: skip
+                    args.topology, profile=session, extra_env=args.worker_env)  # fmt: skip
         sessions.append(("ingest", session))
     if not args.skip_latency:
         session = work_dir / "profile-latency.pyisession"
         _say(f"profile: one worker on the N={hosts} realistic load under pyinstrument")
         run_latency(broker, capture, hosts, run_id=f"{run_id}-profile", interval=args.interval, rounds=min(args.rounds, 4),
-                    work_dir=work_dir, topology=args.topology, profile=session)  # fmt: skip
+                    work_dir=work_dir, topology=args.topology, profile=session, extra_env=args.worker_env)  # fmt: skip
         sessions.append(("latency", session))
     for name, session in sessions:
         if not session.exists() or session.stat().st_size == 0:

@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import orjson
 
 from bench.broker import BenchBroker, EndOffsets
-from bench.procs import PROJECT_DIR, ProcessError, WorkerProcess
+from bench.procs import PROJECT_DIR, MachineCpu, ProcessError, WorkerProcess, cpu_seconds
 from ves_streams.kafka_local import free_ports
 
 __all__ = ["IngestResult", "run_baseline", "run_workers", "worker_settings"]
@@ -63,6 +64,8 @@ class IngestResult:
     peak_rss_mb: list[float] = field(default_factory=list)
     lag_end: dict[str, int] = field(default_factory=dict)
     consumed_rate: float = 0.0  # collectd-topic records per second (first stage only)
+    broker_cpu_seconds: float = 0.0  # the Kafka broker's CPU in the window
+    machine_busy: float = 0.0  # fraction of all CPUs busy in the window (every process on the machine)
     load_average: tuple[float, float] = (0.0, 0.0)  # 1-min load average at start and end
     error: str | None = None
 
@@ -97,8 +100,11 @@ def run_baseline(
     command = [sys.executable, "-m", "bench.passthrough", "--bootstrap", broker.bootstrap, "--input", topic,
                "--output", output, "--group", group, "--expect", str(backlog), "--timeout", str(time_box)]  # fmt: skip
     log.parent.mkdir(parents=True, exist_ok=True)
+    machine = MachineCpu()
+    broker_cpu = _broker_cpu(broker)
     with open(log, "ab") as err:
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, cwd=PROJECT_DIR, timeout=time_box + 120)
+    busy, broker_cpu = machine.busy(), _broker_cpu(broker) - broker_cpu
     lines = done.stdout.decode().strip().splitlines()
     if not lines:
         return IngestResult("baseline", hosts, 1, backlog, 0, 0, 0, False, error=f"passthrough failed; see {log}")
@@ -117,6 +123,8 @@ def run_baseline(
         lag_end=dict(lag),
         consumed_rate=data["rate"],
         load_average=(load_start, _load1()),
+        broker_cpu_seconds=broker_cpu,  # the process's whole life, start-up included
+        machine_busy=busy,
     )
 
 
@@ -170,10 +178,13 @@ def run_workers(
     topology: Path,
     start_timeout: float = 120.0,
     profile: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> IngestResult:
     """Start ``workers`` ves-streams workers (role ``process``) on ``topic`` and time them.
 
     With ``profile``, the first worker runs under pyinstrument and writes its session there.
+    ``extra_env`` is added to the workers' environment (e.g. Faust settings such as
+    ``PRODUCER_LINGER``, which Faust reads from the environment).
     """
     samples_topic = f"{app_id}-samples"
     ports = free_ports(workers)
@@ -182,7 +193,8 @@ def run_workers(
             f"worker-{i + 1}",
             work_dir / f"{app_id}-worker-{i + 1}.log",
             worker_settings(broker, app_id, work_dir / f"{app_id}-data-{i + 1}", topology,
-                            VES_STREAMS_ROLE="process", VES_STREAMS_INTERVAL="3600", VES_STREAMS_VALUES_TOPIC=topic),
+                            VES_STREAMS_ROLE="process", VES_STREAMS_INTERVAL="3600", VES_STREAMS_VALUES_TOPIC=topic,
+                            **(extra_env or {})),
             ports[i],
             profile=profile if i == 0 else None,
         )  # fmt: skip
@@ -195,7 +207,9 @@ def run_workers(
         for proc in procs:
             proc.start()
         result = asyncio.run(_time_window(broker, procs, topic, samples_topic, hosts, backlog, time_box, start_timeout))
-        result.lag_end = dict(asyncio.run(broker.lag(app_id, [topic, samples_topic])))
+        # A finished backlog should end with no lag once the next periodic commit (2.8 s) happened.
+        lag = asyncio.run(broker.settled_lag(app_id, [topic, samples_topic], within=6.0 if result.complete else 0.0))
+        result.lag_end = dict(lag)
     except ProcessError as exc:
         result.error = str(exc).splitlines()[0]
     finally:
@@ -227,6 +241,8 @@ async def _time_window(
             await asyncio.sleep(POLL_SECONDS)
         for proc in procs:
             proc.mark_cpu()
+        machine = MachineCpu()
+        broker_cpu = _broker_cpu(broker)
         first = await _progress(procs, topic, samples_topic, ends)
         values_done_at: float | None = None
         complete = False
@@ -252,7 +268,13 @@ async def _time_window(
         cpu_seconds=sum(proc.cpu_since_mark() for proc in procs),
         complete=complete,
         consumed_rate=(last.values - first.values) / consumed_seconds if consumed_seconds > 0 else 0.0,
+        broker_cpu_seconds=_broker_cpu(broker) - broker_cpu,
+        machine_busy=machine.busy(),
     )
+
+
+def _broker_cpu(broker: BenchBroker) -> float:
+    return sum(cpu_seconds(pid) or 0.0 for pid in broker.pids)
 
 
 @dataclass(frozen=True, slots=True)
