@@ -94,6 +94,7 @@ class LatencyResult:
     peak_rss_mb: float = 0.0
     collector_peak_rss_mb: float = 0.0
     worker_cpu_seconds: float = 0.0
+    value_lists_per_host_per_round: float = 0.0
     lag_end: dict[str, int] = field(default_factory=dict)
     load_average: tuple[float, float] = (0.0, 0.0)
     events_topic: str = ""
@@ -109,9 +110,23 @@ class LatencyResult:
             and sum(self.lag_end.values()) == 0
         )
 
+    @property
+    def cpu_ms_per_value_list(self) -> float | None:
+        """Worker CPU per value list it consumed, every stage and the sink included (the load's own mix)."""
+        consumed = self.published - self.lag_end.get("values", 0)
+        return self.worker_cpu_seconds * 1000 / consumed if consumed > 0 and self.worker_cpu_seconds > 0 else None
+
+    @property
+    def hosts_per_core(self) -> float | None:
+        """Hosts one fully available core could serve at this cost: what keeping up needs, whatever else runs."""
+        cost = self.cpu_ms_per_value_list
+        if not cost or not self.value_lists_per_host_per_round:
+            return None
+        return self.interval * 1000 / (cost * self.value_lists_per_host_per_round)
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["kept_up"] = self.kept_up
+        out.update(kept_up=self.kept_up, cpu_ms_per_value_list=self.cpu_ms_per_value_list, hosts_per_core=self.hosts_per_core)
         return out
 
 
@@ -138,6 +153,7 @@ def run_latency(
     asyncio.run(broker.create_topics(worker_topics(settings)))
     result = LatencyResult(hosts, interval, rounds, events_topic=settings["VES_STREAMS_EVENTS_TOPIC"])
     result.offered_rate = hosts * capture.value_lists_per_round / interval
+    result.value_lists_per_host_per_round = capture.value_lists_per_round
     load_start = _load1()
     collector = CollectorProcess(work_dir / f"{app_id}-collector.log", work_dir / f"{app_id}-events.jsonl")
     worker: WorkerProcess | None = None
@@ -151,10 +167,14 @@ def run_latency(
         worker.mark_cpu()
         log = asyncio.run(_drive(broker, capture, hosts, settings, interval, rounds, worker, collector))
         result.worker_cpu_seconds = worker.cpu_since_mark()
-        samples = f"{app_id}-samples"
-        lag = asyncio.run(broker.lag(app_id, [topics[0], topics[1], samples]))
-        lag.update(asyncio.run(broker.lag(f"{app_id}-sink", [topics[2]])))
-        result.lag_end = dict(lag)
+        processing = asyncio.run(broker.lag(app_id, [topics[0], topics[1], f"{app_id}-samples"]))
+        sink = asyncio.run(broker.lag(f"{app_id}-sink", [topics[2]]))
+        result.lag_end = {
+            "values": processing[topics[0]],
+            "notifications": processing[topics[1]],
+            "samples": processing[f"{app_id}-samples"],
+            "events (sink)": sink[topics[2]],
+        }
     except ProcessError as exc:
         result.error = str(exc).splitlines()[0]
     finally:
@@ -198,7 +218,7 @@ async def _drive(
             broker.bootstrap, capture, host_names(hosts),
             values_topic=settings["VES_STREAMS_VALUES_TOPIC"],
             notifications_topic=settings["VES_STREAMS_NOTIFICATIONS_TOPIC"],
-            interval=interval, rounds=rounds,
+            interval=interval, rounds=rounds, partitions=broker.default_partitions,
         )  # fmt: skip
         last_window_end = log.rounds[-1].window_start + interval
         # One more interval for the last window's events to arrive, and a few
@@ -218,13 +238,19 @@ def _read_record(path: Path) -> list[dict[str, Any]]:
 
 
 def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
-    """Fill ``result``'s latency figures from the publish log and the collector's record."""
+    """Fill ``result``'s latency figures from the publish log and the collector's record.
+
+    Notifications produced and windows of the first ``WARMUP_ROUNDS`` rounds
+    are left out of both the expected counts and the percentiles.
+    """
     interval = log.interval
     result.published = log.value_lists
     result.publish_seconds_max = max((r.published_at - r.sample_time for r in log.rounds), default=0.0)
-    result.notifications = len(log.notifications)
-    stamps = {round(r.sample_time, 3): r for r in log.rounds}
     measured = [r for r in log.rounds if r.index >= WARMUP_ROUNDS]
+    since = measured[0].window_start if measured else math.inf
+    notifications = {key for key in log.notifications if key[1] / 1e6 >= since}
+    result.notifications = len(notifications)
+    stamps = {round(r.sample_time, 3): r for r in measured}
     result.measurements_expected = log.hosts * len(measured)
     fault_latencies: list[float] = []
     first_seen: dict[tuple[str, int], float] = {}
@@ -240,11 +266,11 @@ def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
         host = header.get("sourceName")
         start_us = int(header.get("startEpochMicrosec") or 0)
         if domain == "fault":
-            if (host, start_us) in log.notifications:
+            if (host, start_us) in notifications:
                 fault_latencies.append(at - start_us / 1e6)
         elif domain == "measurement":
             round_ = stamps.get(round(start_us / 1e6, 3))
-            if round_ is not None and round_.index >= WARMUP_ROUNDS:
+            if round_ is not None:
                 key = (str(host), round_.index)
                 window_end = round_.window_start + interval
                 first_seen[key] = min(first_seen.get(key, math.inf), at - window_end)
@@ -271,6 +297,7 @@ class SinkResult:
     cpu_seconds: float = 0.0
     complete: bool = False
     peak_rss_mb: float = 0.0
+    collector_cpu_seconds: float = 0.0  # the collector validates every event: it can be the limit
     lag_end: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
@@ -319,6 +346,7 @@ def run_sink_backlog(
             now = time.perf_counter()
             if start is None and delivered > 0:
                 worker.mark_cpu()
+                collector.mark_cpu()
                 start = (now, delivered)
             if start is not None:
                 result.delivered = delivered - start[1]
@@ -330,7 +358,8 @@ def run_sink_backlog(
                     break
             time.sleep(0.1)
         result.cpu_seconds = worker.cpu_since_mark()
-        result.lag_end = dict(asyncio.run(broker.lag(f"{app_id}-sink", [events_topic])))
+        result.collector_cpu_seconds = collector.cpu_since_mark()
+        result.lag_end = dict(asyncio.run(broker.settled_lag(f"{app_id}-sink", [events_topic], within=5.0)))
     except ProcessError as exc:
         result.error = str(exc).splitlines()[0]
     finally:

@@ -23,6 +23,7 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -38,14 +39,10 @@ __all__ = [
     "RoundLog",
     "notification_message",
     "preload",
+    "publish_batched",
     "publish_realistic",
     "round_sizes",
 ]
-
-#: Yield to the event loop every this many messages of a burst, so scheduled
-#: notifications go out on time while a round is being published.
-_YIELD_EVERY = 256
-
 
 def round_sizes(capture: Capture, rounds: int) -> list[int]:
     """Value lists per host in each of the first ``rounds`` rounds (the capture cycles)."""
@@ -71,39 +68,51 @@ class PreloadReport:
 async def preload(
     bootstrap: str, topic: str, capture: Capture, hosts: list[str], rounds: int, partitions: int
 ) -> PreloadReport:
-    """Publish ``rounds`` rounds for every host as fast as possible; return when all are acknowledged.
-
-    Batches are built per partition with ``create_batch``/``send_batch``
-    (the per-message ``send`` path would make the load generator, not the
-    broker, the slowest part); partitions are chosen at random, which is
-    what random keys amount to.
-    """
+    """Publish ``rounds`` rounds for every host as fast as possible; return when all are acknowledged."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=50, max_batch_size=512 * 1024)
     await producer.start()
     started = time.perf_counter()
     count = size = 0
-    pending: list[asyncio.Future[Any]] = []
     try:
-        batches = [producer.create_batch() for _ in range(partitions)]
         for index in range(rounds):
-            for message in round_messages(capture, index, hosts, time.time()):
-                partition = random.randrange(partitions)
-                if batches[partition].append(key=_key(), value=message, timestamp=None) is None:
-                    pending.append(await producer.send_batch(batches[partition], topic, partition=partition))
-                    batches[partition] = producer.create_batch()
-                    batches[partition].append(key=_key(), value=message, timestamp=None)
-                    if len(pending) >= 64:
-                        await asyncio.gather(*pending)
-                        pending.clear()
-                count += 1
-                size += len(message)
-        for partition, batch in enumerate(batches):
-            if batch.record_count():
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
+            sent, sent_bytes = await publish_batched(producer, topic, round_messages(capture, index, hosts, time.time()), partitions)
+            count += sent
+            size += sent_bytes
     finally:
         await producer.stop()
     return PreloadReport(topic, count, size, time.perf_counter() - started)
+
+
+async def publish_batched(
+    producer: AIOKafkaProducer, topic: str, messages: Iterable[bytes], partitions: int
+) -> tuple[int, int]:
+    """Produce ``messages`` (random keys and partitions, as write_kafka's random keys amount to) and wait for all acks.
+
+    Batches are built per partition with ``create_batch``/``send_batch``:
+    the per-message ``send`` path would make the load generator, not the
+    broker or the consumer, the slowest part. Yields to the event loop
+    between batches. Returns (messages, bytes).
+    """
+    count = size = 0
+    pending: list[asyncio.Future[Any]] = []
+    batches = [producer.create_batch() for _ in range(partitions)]
+    for message in messages:
+        partition = random.randrange(partitions)
+        if batches[partition].append(key=_key(), value=message, timestamp=None) is None:
+            pending.append(await producer.send_batch(batches[partition], topic, partition=partition))
+            batches[partition] = producer.create_batch()
+            batches[partition].append(key=_key(), value=message, timestamp=None)
+            if len(pending) >= 64:
+                await asyncio.gather(*pending)
+                pending.clear()
+            await asyncio.sleep(0)
+        count += 1
+        size += len(message)
+    for partition, batch in enumerate(batches):
+        if batch.record_count():
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*pending)
+    return count, size
 
 
 def notification_message(note: dict[str, Any], capture_host: str, host: str, starts_us: int) -> bytes:
@@ -152,6 +161,7 @@ async def publish_realistic(
     notifications_topic: str,
     interval: float,
     rounds: int,
+    partitions: int,
     phase: float = 1.0,
 ) -> RealisticLog:
     """Publish ``rounds`` intervals of load at the realistic rate and log what went out when.
@@ -179,13 +189,7 @@ async def publish_realistic(
             note_task = asyncio.create_task(
                 _send_notifications(producer, notifications_topic, capture, notes, stamp, spread, log)
             )
-            futures = []
-            for i, message in enumerate(round_messages(capture, k, hosts, stamp)):
-                futures.append(await producer.send(values_topic, message, key=_key()))
-                if i % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            entry.messages = len(futures)
-            await asyncio.gather(*futures)
+            entry.messages, _ = await publish_batched(producer, values_topic, round_messages(capture, k, hosts, stamp), partitions)
             entry.published_at = time.time()
             await note_task
     finally:

@@ -50,6 +50,7 @@ def summarise_ingest(baselines: list[dict[str, Any]], one: list[dict[str, Any]],
         "ratio_one_worker": _ratio(w1 and w1["rate_per_worker"], base and base["rate"]),
         "ratio_one_worker_per_cpu": _ratio(w1 and w1["per_cpu_second"], base and base["per_cpu_second"]),
         "scaling_two_workers": _ratio(w2 and w2["rate"], w1 and w1["rate"]),
+        "scaling_two_workers_per_cpu": _ratio(w2 and w2["per_cpu_second"], w1 and w1["per_cpu_second"]),
         "ratio_rss_one_worker": _ratio(w1 and max(w1["peak_rss_mb"] or [0]), base and max(base["peak_rss_mb"] or [0])),
         "runs": {"baseline": baselines, "one_worker": one, "two_workers": two},
     }
@@ -123,23 +124,26 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Ingest: a fresh consumer group works through a ready backlog (value lists/s; median of the repeats).")
     lines.append("  ratio = ves-streams per worker / bare aiokafka passthrough; per CPU-s = value lists per CPU second.")
+    lines.append("  2w/1w = 2 workers / 1 worker; busy = share of all CPUs busy (every process) during the 2-worker run.")
     header = (f"{'hosts':>6} {'backlog':>8} {'baseline/s':>11} {'1 worker/s':>11} {'ratio':>7} "
-              f"{'base/CPU-s':>11} {'1w/CPU-s':>9} {'ratio':>7} {'2 workers/s':>12} {'2w/1w':>6} "
-              f"{'RSS MB base/1w/2w':>19} {'lag end 1w':>11}")  # fmt: skip
+              f"{'base/CPU-s':>11} {'1w/CPU-s':>9} {'ratio':>7} {'2 workers/s':>12} {'2w/1w':>6} {'busy':>5} "
+              f"{'RSS MB base/1w/2w':>19} {'lag end 1w/2w':>14}")  # fmt: skip
     lines.append(header)
     for item in report.get("ingest", []):
         base, w1, w2 = item["baseline"], item["one_worker"], item["two_workers"]
         rss = "/".join(
             _num(max(r["peak_rss_mb"]) if r and r["peak_rss_mb"] else None) for r in (base, w1, w2)
         )
-        lag = "-" if not w1 else f"{sum(w1['lag_end'].values()):,}"
-        flag = "" if not w1 or w1["complete"] else " (time-boxed)"
+        lag = "/".join("-" if not r else f"{sum(r['lag_end'].values()):,}" for r in (w1, w2))
+        boxed = [name for name, r in (("1w", w1), ("2w", w2)) if r and not r["complete"]]
+        flag = f" ({', '.join(boxed)} time-boxed)" if boxed else ""
         lines.append(
             f"{item['hosts']:>6} {item['backlog']:>8,} {_num(base and base['rate']):>11} "
             f"{_num(w1 and w1['rate_per_worker']):>11} {_num(item['ratio_one_worker'], '{:.1%}'):>7} "
             f"{_num(base and base['per_cpu_second']):>11} {_num(w1 and w1['per_cpu_second']):>9} "
             f"{_num(item['ratio_one_worker_per_cpu'], '{:.1%}'):>7} {_num(w2 and w2['rate']):>12} "
-            f"{_x(item['scaling_two_workers']):>6} {rss:>19} {lag:>11}{flag}"
+            f"{_x(item['scaling_two_workers']):>6} {_num(w2 and w2.get('machine_busy'), '{:.0%}'):>5} "
+            f"{rss:>19} {lag:>14}{flag}"
         )
     if report.get("latency"):
         lines.append("")
@@ -149,8 +153,15 @@ def format_table(report: dict[str, Any]) -> str:
             f"notifications spread over the interval); 1 worker, role all, to the real collector."
         )
         lines.append(
+            "  late = measurement windows delivered over one interval late; missing = host-windows never delivered;"
+        )
+        lines.append(
+            "  CPU ms/vl = worker CPU per value list (all stages + sink); hosts/core = what one free core would serve."
+        )
+        lines.append(
             f"{'hosts':>6} {'offered/s':>10} {'kept up':>8} {'fault p50/p95/p99 ms':>22} "
-            f"{'meas. p50/p95/p99 ms':>22} {'late':>5} {'missing':>8} {'events/s':>9} {'RSS MB':>7} {'lag end':>8}"
+            f"{'meas. p50/p95/p99 ms':>22} {'late':>5} {'missing':>8} {'events/s':>9} {'RSS MB':>7} {'lag end':>8} "
+            f"{'CPU ms/vl':>10} {'hosts/core':>11}"
         )
         for lat in report["latency"]:
             f, m = lat["fault_latency"], lat["measurement_latency"]
@@ -158,9 +169,12 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"{lat['hosts']:>6} {lat['offered_rate']:>10,.0f} {'yes' if lat['kept_up'] else 'NO':>8} "
                 f"{_triple(f):>22} {_triple(m):>22} {lat['measurements_late']:>5} {missing:>8,} "
-                f"{lat['events_per_second']:>9,.0f} {lat['peak_rss_mb']:>7.0f} {sum(lat['lag_end'].values()):>8,}"
+                f"{lat['events_per_second']:>9,.0f} {lat['peak_rss_mb']:>7.0f} {sum(lat['lag_end'].values()):>8,} "
+                f"{_num(lat.get('cpu_ms_per_value_list'), '{:.2f}'):>10} {_num(lat.get('hosts_per_core')):>11}"
                 + (f"  error: {lat['error']}" if lat.get("error") else "")
             )
+    for skipped in report.get("latency_skipped", []):
+        lines.append(f"{skipped['hosts']:>6}  not run: {skipped['reason']}")
     sink = report.get("sink")
     if sink:
         base_rate = report.get("baseline_reference_rate")
@@ -169,7 +183,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"Sink: {sink['events']:,} ready events delivered to a fresh collector by a sink-only worker: "
             f"{sink['rate']:,.0f} events/s ({'complete' if sink['complete'] else 'time-boxed'}), "
             f"{_num(_ratio(sink['rate'], base_rate), '{:.1%}')} of the baseline's records/s at N={TARGET_HOSTS}, "
-            f"RSS {sink['peak_rss_mb']:.0f} MB"
+            f"RSS {sink['peak_rss_mb']:.0f} MB; CPU s in the window: sink {sink['cpu_seconds']:.1f}, "
+            f"collector {sink.get('collector_cpu_seconds', 0):.1f} of {sink['seconds']:.1f} s"
         )
     if report.get("targets"):
         lines.append("")
