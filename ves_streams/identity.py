@@ -74,8 +74,12 @@ def intervals_to_render(last_end: float | None, tick_end: float, interval: float
       window rendered for this partition): a duplicate or late tick;
     * otherwise the window ending at ``tick_end`` plus, when windows were
       missed since ``last_end`` (the previous owner of the partition died or
-      the partition was unowned during a rebalance), up to ``max_backfill``
-      of the missed windows immediately before it.
+      the partition was unowned during a rebalance), the missed windows
+      immediately before it;
+    * but when more than ``max_backfill`` windows were missed, only the
+      current one: such a gap is not a failover but a fleet that was down
+      (or state from an earlier run), and its windows cannot be rendered
+      honestly from the samples held now.
     """
     tick_end = align(tick_end, interval)
     if last_end is not None:
@@ -85,7 +89,7 @@ def intervals_to_render(last_end: float | None, tick_end: float, interval: float
         missed = int(round((tick_end - last_end) / interval)) - 1
     else:
         missed = 0
-    count = 1 + max(0, min(missed, max_backfill))
+    count = 1 + (missed if 0 < missed <= max_backfill else 0)
     return [interval_ending_at(tick_end - i * interval, interval) for i in range(count - 1, -1, -1)]
 
 

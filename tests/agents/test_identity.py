@@ -37,14 +37,24 @@ def test_next_tick_renders_one_window() -> None:
     assert intervals_to_render(1010, 1020, 10, max_backfill=5) == [Interval(1010, 1020)]
 
 
-def test_missed_windows_are_backfilled_oldest_first_up_to_the_limit() -> None:
+def test_missed_windows_are_backfilled_oldest_first() -> None:
     assert intervals_to_render(1010, 1040, 10, max_backfill=5) == [
         Interval(1010, 1020),
         Interval(1020, 1030),
         Interval(1030, 1040),
     ]
-    capped = intervals_to_render(1000, 2000, 10, max_backfill=2)
-    assert capped == [Interval(1970, 1980), Interval(1980, 1990), Interval(1990, 2000)]
+
+
+def test_a_gap_longer_than_the_backfill_limit_resumes_at_the_current_window() -> None:
+    # State from an earlier run (or a fleet down for long): old windows are not
+    # rendered from today's samples.
+    assert intervals_to_render(1000, 2000, 10, max_backfill=2) == [Interval(1990, 2000)]
+    # exactly at the limit the missed windows are still backfilled
+    assert intervals_to_render(1000, 1030, 10, max_backfill=2) == [
+        Interval(1000, 1010),
+        Interval(1010, 1020),
+        Interval(1020, 1030),
+    ]
 
 
 def test_heartbeat_due_once_per_heartbeat_interval() -> None:

@@ -104,6 +104,12 @@ async def render_partition(pipeline: Pipeline, partition: int, tick: Tick, sourc
     if not windows:
         metrics.windows.labels("duplicate").inc()
         return
+    marker = pipeline.store.marker(partition)
+    if marker is not None and len(windows) == 1 and windows[0].start > marker:
+        log.info(
+            "partition %d: last window rendered %.0f s ago, more than %d intervals: resuming at the current window",
+            partition, windows[0].start - marker, pipeline.max_backfill,
+        )  # fmt: skip
     started = time.perf_counter()
     for i, window in enumerate(windows):
         pending = await _render_window(pipeline, partition, window, source)
