@@ -38,12 +38,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def summarise_ingest(baselines: list[dict[str, Any]], one: list[dict[str, Any]], two: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_ingest(
+    baselines: list[dict[str, Any]],
+    one: list[dict[str, Any]],
+    two: list[dict[str, Any]],
+    faust: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Medians of the repeated runs at one N, and the ratios the table shows."""
     base = median_result(baselines)
     w1 = median_result(one)
     w2 = median_result(two)
+    floor = median_result(faust or [])
     return {
+        "faust_passthrough": floor,
+        "ratio_one_worker_to_faust_per_cpu": _ratio(w1 and w1["per_cpu_second"], floor and floor["per_cpu_second"]),
+        "ratio_faust_to_baseline_per_cpu": _ratio(floor and floor["per_cpu_second"], base and base["per_cpu_second"]),
         "baseline": base,
         "one_worker": w1,
         "two_workers": w2,
@@ -52,7 +61,7 @@ def summarise_ingest(baselines: list[dict[str, Any]], one: list[dict[str, Any]],
         "scaling_two_workers": _ratio(w2 and w2["rate"], w1 and w1["rate"]),
         "scaling_two_workers_per_cpu": _ratio(w2 and w2["per_cpu_second"], w1 and w1["per_cpu_second"]),
         "ratio_rss_one_worker": _ratio(w1 and max(w1["peak_rss_mb"] or [0]), base and max(base["peak_rss_mb"] or [0])),
-        "runs": {"baseline": baselines, "one_worker": one, "two_workers": two},
+        "runs": {"baseline": baselines, "one_worker": one, "two_workers": two, "faust_passthrough": faust or []},
     }
 
 
@@ -145,6 +154,19 @@ def format_table(report: dict[str, Any]) -> str:
             f"{_x(item['scaling_two_workers']):>6} {_num(w2 and w2.get('machine_busy'), '{:.0%}'):>5} "
             f"{rss:>19} {lag:>14}{flag}"
         )
+    if any(i.get("faust_passthrough") for i in report.get("ingest", [])):
+        lines.append("")
+        lines.append("Framework share: the same passthrough as a faust-streaming agent (record by record), per CPU second.")
+        lines.append(f"{'hosts':>6} {'faust/s':>9} {'faust/CPU-s':>12} {'vs baseline':>12} {'ves-streams 1w vs faust':>24}")
+        for item in report["ingest"]:
+            floor = item.get("faust_passthrough")
+            if not floor:
+                continue
+            lines.append(
+                f"{item['hosts']:>6} {floor['rate']:>9,.0f} {floor['per_cpu_second']:>12,.0f} "
+                f"{_num(item['ratio_faust_to_baseline_per_cpu'], '{:.1%}'):>12} "
+                f"{_x(item['ratio_one_worker_to_faust_per_cpu']):>24}" + ("" if floor["complete"] else "  (time-boxed)")
+            )
     if report.get("latency"):
         lines.append("")
         interval = report["latency"][0]["interval"]

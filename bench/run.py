@@ -4,7 +4,8 @@ One run, in this order, against one local broker it starts and stops:
 
 1. **ingest**, for each N: preload the backlog (whole capture rounds for N
    hosts, about ``--backlog`` value lists), then time the baseline
-   passthrough (``--repeat`` times), one ves-streams worker and two;
+   passthrough (``--repeat`` times), the same passthrough as a Faust agent
+   (the framework's own cost), one ves-streams worker and two;
 2. **latency**, for each N: the realistic rate for ``--rounds`` intervals into
    one worker with the HTTP sink and the real collector;
 3. **sink**: a sink-only worker delivering the events of the largest latency
@@ -38,7 +39,7 @@ from bench import report as report_mod
 from bench.broker import BenchBroker
 from bench.latency import run_latency, run_sink_backlog
 from bench.load import preload
-from bench.throughput import run_baseline, run_workers
+from bench.throughput import run_baseline, run_faust_passthrough, run_workers
 from ves_streams.kafka_local import DEFAULT_KAFKA_VERSION
 from ves_streams.replay import DEFAULT_CAPTURE_DIR, host_names, load_capture
 
@@ -222,6 +223,9 @@ def _ingest_phase(
                               loaded.messages, args.time_box, work_dir / "passthrough.log")  # fmt: skip
         baselines.append(result.as_dict())
         _say(f"  baseline #{i + 1}: {result.rate:,.0f}/s ({result.per_cpu_second:,.0f} per CPU-s)")
+    faust = run_faust_passthrough(broker, topic, f"{run_id}-n{hosts}-faust", hosts, loaded.messages, args.time_box, work_dir)
+    _say(f"  faust passthrough: {faust.rate:,.0f}/s ({faust.per_cpu_second:,.0f} per CPU-s)"
+         + (f", error: {faust.error}" if faust.error else ""))  # fmt: skip
     runs: dict[int, list[dict[str, Any]]] = {}
     for workers in (1, 2):
         app_id = f"{run_id}-n{hosts}-w{workers}"
@@ -231,7 +235,7 @@ def _ingest_phase(
         _say(f"  ves-streams x{workers}: {result.rate:,.0f}/s ({result.per_cpu_second:,.0f} per CPU-s), "
              f"{'complete' if result.complete else 'time-boxed'}, RSS {max(result.peak_rss_mb or [0]):.0f} MB"
              + (f", error: {result.error}" if result.error else ""))  # fmt: skip
-    summary = report_mod.summarise_ingest(baselines, runs[1], runs[2])
+    summary = report_mod.summarise_ingest(baselines, runs[1], runs[2], [faust.as_dict()])
     summary.update(hosts=hosts, backlog=loaded.messages, rounds=rounds, preload_rate=loaded.rate)
     return summary
 

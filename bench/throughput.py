@@ -38,12 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import requests
 
 from bench.broker import BenchBroker, EndOffsets
-from bench.procs import PROJECT_DIR, MachineCpu, ProcessError, WorkerProcess, cpu_seconds
+from bench.procs import PROJECT_DIR, BenchProcess, MachineCpu, ProcessError, WorkerProcess, cpu_seconds
 from ves_streams.kafka_local import free_ports
 
-__all__ = ["IngestResult", "run_baseline", "run_workers", "worker_settings"]
+__all__ = ["IngestResult", "run_baseline", "run_faust_passthrough", "run_workers", "worker_settings", "worker_topics"]
 
 #: Worker metrics are polled this often (each poll costs the worker a Prometheus exposition).
 POLL_SECONDS = 0.5
@@ -126,6 +127,60 @@ def run_baseline(
         broker_cpu_seconds=broker_cpu,  # the process's whole life, start-up included
         machine_busy=busy,
     )
+
+
+def run_faust_passthrough(
+    broker: BenchBroker, topic: str, app_id: str, hosts: int, backlog: int, time_box: float, work_dir: Path
+) -> IngestResult:
+    """Time :mod:`bench.faust_passthrough` (the passthrough as a Faust agent) on ``topic``."""
+    port = free_ports(1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VES_STREAMS_", "BENCH_FAUST_"))}
+    env.update(BENCH_FAUST_APP=app_id, BENCH_FAUST_BROKER=broker.url, BENCH_FAUST_INPUT=topic,
+               BENCH_FAUST_OUTPUT=f"{app_id}-out", BENCH_FAUST_DATA_DIR=str(work_dir / f"{app_id}-data"))  # fmt: skip
+    command = [sys.executable, "-m", "faust", "-A", "bench.faust_passthrough", "worker", "-l", "warn", "--web-port", str(port)]
+    proc = BenchProcess("faust passthrough", command, work_dir / f"{app_id}.log", env)
+    asyncio.run(broker.create_topics([f"{app_id}-out"]))
+    load_start = _load1()
+    result = IngestResult("faust passthrough", hosts, 1, backlog, 0, 0, 0, False)
+
+    def handled() -> float:
+        try:
+            return float(requests.get(f"http://127.0.0.1:{port}/count", timeout=2).json()["records"])
+        except (requests.RequestException, ValueError, KeyError):
+            return 0.0
+
+    try:
+        proc.start()
+        deadline = time.monotonic() + 120
+        first = 0.0
+        while first <= 0:
+            proc.check_alive()
+            if time.monotonic() > deadline:
+                raise ProcessError(f"faust passthrough consumed nothing in 120 s; see {proc.log_path}")
+            time.sleep(POLL_SECONDS)
+            first = handled()
+        proc.mark_cpu()
+        machine = MachineCpu()
+        t0, first = time.perf_counter(), handled()
+        count = first
+        while count < backlog and time.perf_counter() - t0 < time_box:
+            time.sleep(POLL_SECONDS)
+            proc.check_alive()
+            proc.sample()
+            count = handled()
+        result.seconds = time.perf_counter() - t0
+        result.ingested = count - first
+        result.cpu_seconds = proc.cpu_since_mark()
+        result.complete = count >= backlog
+        result.consumed_rate = result.rate
+        result.machine_busy = machine.busy()
+    except ProcessError as exc:
+        result.error = str(exc).splitlines()[0]
+    finally:
+        proc.stop()
+    result.peak_rss_mb = [proc.peak_rss or 0.0]
+    result.load_average = (load_start, _load1())
+    return result
 
 
 def worker_settings(broker: BenchBroker, app_id: str, data_dir: Path, topology: Path, **extra: str) -> dict[str, str]:
