@@ -231,15 +231,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 5))
     ingest = sorted(report.get("ingest", []), key=lambda i: i["hosts"])
     if ingest:
         xs = [i["hosts"] for i in ingest]
 
         def series(key: str, field: str) -> list[float]:
-            return [i[key][field] if i[key] else float("nan") for i in ingest]
+            return [i[key][field] if i.get(key) else float("nan") for i in ingest]
 
         left.plot(xs, series("baseline", "rate"), "o-", label="bare aiokafka passthrough")
+        if any(i.get("faust_passthrough") for i in ingest):
+            left.plot(xs, series("faust_passthrough", "rate"), "x:", label="passthrough as a Faust agent")
         left.plot(xs, series("one_worker", "rate"), "s-", label="ves-streams, 1 worker")
         left.plot(xs, series("two_workers", "rate"), "^-", label="ves-streams, 2 workers")
         per_host = report["load"]["value_lists_per_host_per_round"] / report["load"]["interval"]
@@ -248,9 +250,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
         left.set_yscale("log")
         left.set_xlabel("hosts (N)")
         left.set_ylabel("value lists / s (ingest, ready backlog)")
-        left.set_title("Ingest throughput")
+        left.set_title("Ingest throughput (wall clock)")
         left.grid(True, which="both", alpha=0.3)
         left.legend(fontsize=8)
+        middle.plot(xs, series("baseline", "per_cpu_second"), "o-", label="bare aiokafka passthrough")
+        if any(i.get("faust_passthrough") for i in ingest):
+            middle.plot(xs, series("faust_passthrough", "per_cpu_second"), "x:", label="passthrough as a Faust agent")
+        middle.plot(xs, series("one_worker", "per_cpu_second"), "s-", label="ves-streams, 1 worker")
+        middle.plot(xs, series("two_workers", "per_cpu_second"), "^-", label="ves-streams, 2 workers")
+        middle.set_xscale("log")
+        middle.set_yscale("log")
+        middle.set_xlabel("hosts (N)")
+        middle.set_ylabel("value lists per CPU second")
+        middle.set_title("Ingest cost (not distorted by other load)")
+        middle.grid(True, which="both", alpha=0.3)
+        middle.legend(fontsize=8)
     latency = sorted(report.get("latency", []), key=lambda l: l["hosts"])
     if latency:
         xs = [l["hosts"] for l in latency]
