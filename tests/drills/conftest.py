@@ -22,6 +22,7 @@ and checks what the collector received against what was fed.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -76,11 +77,61 @@ class FedRound:
 
 
 @dataclass(frozen=True)
+class FedExtra:
+    """A message the feed sent besides the rounds (poison, hostile input): where it landed."""
+
+    topic: str
+    label: str
+    partition: int
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
 class FedNotification:
     host: str
     token: str
     raw: bytes
     acked_at: float
+
+
+class LocatingProducer:
+    """An aiokafka producer on a :class:`KafkaIO`'s loop that says where each record landed.
+
+    Random keys (as ``write_kafka``), acks from all in-sync replicas, requests
+    up to 17 MiB so a 10 MB message can be sent.
+    """
+
+    def __init__(self, io: KafkaIO) -> None:
+        self.io = io
+        self._producer: Any = None
+
+    def _run(self, coro: Any, timeout: float = 120.0) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.io.loop).result(timeout)
+
+    def send_many(self, topic: str, values: Sequence[bytes]) -> list[tuple[int, int]]:
+        """Send ``values`` in order; returns ``(partition, offset)`` of each once all are acknowledged."""
+        import asyncio
+
+        from aiokafka import AIOKafkaProducer
+
+        async def send() -> list[tuple[int, int]]:
+            if self._producer is None:
+                self._producer = AIOKafkaProducer(bootstrap_servers=self.io.bootstrap, acks="all",
+                                                  max_request_size=BIG_MESSAGE_BYTES + 2**20, request_timeout_ms=60000)  # fmt: skip
+                await self._producer.start()
+            futures = [await self._producer.send(topic, v, key=os.urandom(4).hex().encode()) for v in values]
+            return [(m.partition, m.offset) for m in await asyncio.gather(*futures)]
+
+        result: list[tuple[int, int]] = self._run(send())
+        return result
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            self._run(producer.stop(), timeout=30)
 
 
 class Feed:
@@ -101,7 +152,8 @@ class Feed:
         interval: float = INTERVAL,
         notify_every: int = 3,
         notification_text: Callable[[int], str] = lambda i: f"drill notification {i:04d}",
-        extra: Callable[[int], list[tuple[str, bytes]]] | None = None,
+        extra: Callable[[int], list[tuple[str, str, bytes]]] | None = None,
+        rewrite: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.io = io
         self.names = names
@@ -110,9 +162,11 @@ class Feed:
         self.notify_every = notify_every
         self.notification_text = notification_text
         self.extra = extra
+        self.rewrite = rewrite
+        self.extras: list[FedExtra] = []
+        self._producer: LocatingProducer | None = None
         self.rounds: list[FedRound] = []
         self.notifications: list[FedNotification] = []
-        self.extras_sent = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drill-feed", daemon=True)
@@ -127,6 +181,9 @@ class Feed:
         self._thread.join(90)
         if self._thread.is_alive():
             raise AssertionError("the feed thread did not stop within 90 s (producer stuck?)")
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
         if self._crash is not None:
             raise AssertionError(f"the feed crashed: {self._crash!r}") from self._crash
 
@@ -153,14 +210,13 @@ class Feed:
                     break
                 now = time.time()
                 messages = list(round_messages(capture(), index, self.hosts, now))
+                if self.rewrite is not None:
+                    messages = [self.rewrite(m) for m in messages]
                 if not self._send(f"round {index}", lambda: self.io.produce_many(self.names.values, messages)):
                     break
                 self.rounds.append(FedRound(now, time.time()))
-                if self.extra is not None:
-                    for topic, raw in self.extra(index):
-                        if not self._send(f"extra to {topic}", lambda: self.io.produce(topic, raw)):
-                            return
-                        self.extras_sent += 1
+                if self.extra is not None and not self._send_extras(index):
+                    break
                 if self.notify_every and index % self.notify_every == 0:
                     n = len(self.notifications)
                     host = self.hosts[n % len(self.hosts)]
@@ -172,6 +228,24 @@ class Feed:
                 index += 1
         except BaseException as exc:
             self._crash = exc
+
+    def _send_extras(self, index: int) -> bool:
+        if self._producer is None:
+            self._producer = LocatingProducer(self.io)
+        by_topic: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        for topic, label, raw in self.extra(index) if self.extra is not None else ():
+            by_topic[topic].append((label, raw))
+        for topic, items in by_topic.items():
+            where: list[tuple[int, int]] = []
+
+            def send() -> None:
+                assert self._producer is not None
+                where[:] = self._producer.send_many(topic, [raw for _, raw in items])
+
+            if not self._send(f"extras to {topic}", send):
+                return False
+            self.extras += [FedExtra(topic, label, p, o, len(raw)) for (label, raw), (p, o) in zip(items, where)]
+        return True
 
     def max_gap(self) -> float:
         """Longest time between two acknowledged rounds (the feed's own hiccups)."""
@@ -203,7 +277,7 @@ class Feed:
             "rounds": len(self.rounds),
             "value_lists": sum(len(self.hosts) * len(capture().rounds[i % len(capture().rounds)]) for i in range(len(self.rounds))),
             "notifications": len(self.notifications),
-            "extras": self.extras_sent,
+            "extras": len(self.extras),
             "max_gap_s": round(self.max_gap(), 2),
             "produce_retries": len(self.failures),
         }
@@ -252,6 +326,8 @@ class Drill:
         self.workdir = workdir
         self.topology = drill_topology(workdir)
         self.workers: list[Worker] = []
+        #: What the collector(s) accepted, read incrementally; :meth:`drain` and :meth:`report` use it.
+        self.collected = Collectors(collector)
         self.feeds: list[Feed] = []
         self.started = time.monotonic()
         self._io: KafkaIO | None = None
@@ -282,12 +358,12 @@ class Drill:
             worker.wait_ready(timeout=120)
         return worker
 
-    def processor(self, name: str = "p1", **env: str) -> Worker:
-        return self.worker(name, "process", **env)
+    def processor(self, name: str = "p1", *, wait: bool = True, **env: str) -> Worker:
+        return self.worker(name, "process", wait=wait, **env)
 
-    def sink(self, name: str = "sink", **env: str) -> Worker:
+    def sink(self, name: str = "sink", *, wait: bool = True, **env: str) -> Worker:
         """A sink-only worker (``VES_STREAMS_ROLE=sink``) of the same app: its own consumer group ``<app id>-sink``."""
-        return self.worker(name, "sink", **env)
+        return self.worker(name, "sink", wait=wait, **env)
 
     @property
     def events(self) -> TopicReader:
@@ -323,7 +399,7 @@ class Drill:
     def drain(self, feed: Feed, hosts: Sequence[str], timeout: float = 60.0, *, collector: VesCollector | Collectors | None = None) -> float:
         """After the feed stopped: wait until the collector has every event of ``ves-events``
         and the measurement windows the feed makes due (or ``timeout``); returns the seconds waited."""
-        collector = collector or self.collector
+        collector = collector or self.collected
         start = time.monotonic()
         deadline = start + timeout
         windows = feed.fresh_windows()
@@ -338,7 +414,7 @@ class Drill:
         return time.monotonic() - start
 
     def report(self, feed: Feed, hosts: Sequence[str], *, collector: VesCollector | Collectors | None = None) -> DeliveryReport:
-        collector = collector or self.collector
+        collector = collector or self.collected
         events = collector.events()
         # the reader may lag the collector by a few records; wait for it to know every eventId
         deadline = time.monotonic() + 30
@@ -352,7 +428,10 @@ class Drill:
 
     def close(self, failed: bool) -> None:
         for feed in self.feeds:
-            feed._stop.set()
+            try:
+                feed.stop()
+            except AssertionError as exc:
+                print(f"\n===== feed: {exc}")
         for worker in self.workers:
             worker.kill()
         if self._io is not None:
@@ -620,10 +699,15 @@ def burst_events(template: dict[str, Any], count: int, size: int, tag: str) -> l
 
 
 class Collectors:
-    """Several collectors in a row (one stopped, another started on its port) seen as one."""
+    """What one or more collectors in a row accepted (one stopped, another started on its port), read
+    incrementally: each call parses only the lines recorded since the last one, and keeps of each event
+    its ``commonEventHeader`` and ``faultFields`` (all the drills look at), so a drill that polls a
+    collector holding hundreds of megabytes neither re-parses nor holds them."""
 
     def __init__(self, *collectors: VesCollector) -> None:
         self.collectors = list(collectors)
+        self._offsets: dict[Path, int] = {}
+        self._records: dict[Path, list[dict[str, Any]]] = {}
 
     @property
     def url(self) -> str:
@@ -632,8 +716,33 @@ class Collectors:
     def add(self, collector: VesCollector) -> None:
         self.collectors.append(collector)
 
+    def _read(self, path: Path) -> list[dict[str, Any]]:
+        records = self._records.setdefault(path, [])
+        offset = self._offsets.get(path, 0)
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return records
+        end = data.rfind(b"\n") + 1  # complete lines only: the collector may be writing the last one
+        for line in data[:end].split(b"\n"):
+            if line.strip():
+                r = orjson.loads(line)
+                event = r["event"]
+                slim = {"commonEventHeader": event["commonEventHeader"]}
+                if "faultFields" in event:
+                    slim["faultFields"] = event["faultFields"]
+                records.append({"received_at": r["received_at"], "request": r["request"], "event": slim})
+        self._offsets[path] = offset + end
+        return records
+
+    def records(self) -> list[dict[str, Any]]:
+        """``{"received_at", "request", "event"}`` of every accepted event, collector after collector."""
+        return [r for c in self.collectors for r in self._read(c.record)]
+
     def events(self) -> list[dict[str, Any]]:
-        return [e for c in self.collectors for e in c.events()]
+        return [r["event"] for r in self.records()]
 
 
 # -- processes ------------------------------------------------------------------------
@@ -650,13 +759,23 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` so far (``/proc/<pid>/stat``), None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
-    """Samples the RSS of some processes every ``period`` seconds on a thread."""
+    """Samples the RSS (and CPU time) of some processes every ``period`` seconds on a thread."""
 
     def __init__(self, processes: dict[str, int], period: float = 1.0) -> None:
         self.processes = processes
         self.period = period
         self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
+        self.cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -675,6 +794,9 @@ class RssSampler:
                 value = rss_mb(pid)
                 if value is not None:
                     self.samples[name].append((now, value))
+                cpu = cpu_seconds(pid)
+                if cpu is not None:
+                    self.cpu[name].append((now, cpu))
             self._stop.wait(self.period)
 
     def growth(self, name: str) -> float:
@@ -682,14 +804,22 @@ class RssSampler:
         values = [v for _, v in self.samples[name]]
         return max(values) - values[0] if values else 0.0
 
-    def figures(self) -> dict[str, dict[str, float]]:
-        out = {}
+    def cpu_percent(self, name: str) -> float | None:
+        """Average CPU use of the process while sampled (100 = one core)."""
+        cpu = self.cpu[name]
+        if len(cpu) < 2 or cpu[-1][0] <= cpu[0][0]:
+            return None
+        return 100.0 * (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0])
+
+    def figures(self) -> dict[str, dict[str, float | None]]:
+        out: dict[str, dict[str, float | None]] = {}
         for name, samples in self.samples.items():
             values = [v for _, v in samples]
             if values:
+                cpu = self.cpu_percent(name)
                 out[name] = {"first_mb": round(values[0], 1), "max_mb": round(max(values), 1),
                              "last_mb": round(values[-1], 1), "growth_mb": round(self.growth(name), 1),
-                             "samples": len(values)}  # fmt: skip
+                             "cpu_percent": None if cpu is None else round(cpu), "samples": len(values)}  # fmt: skip
         return out
 
 

@@ -75,7 +75,7 @@ def test_slow_and_flapping_collector_degrades_gracefully_without_loss(drill: Dri
     report = drill.report(feed, hosts)
 
     produced = {r.event_id: r.timestamp / 1000 for r in drill.events.snapshot()}
-    records = drill.collector.records()
+    records = drill.collected.records()
     normal = _phase(records, produced, normal_start, slow_start)
     slow = _phase(records, produced, slow_start, slow_end)
     after = _phase(records, produced, slow_end, after_end)
