@@ -232,6 +232,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 5))
+    plotted: dict[int, tuple[list[float], list[float]]] = {}
+
+    def draw(axis: Any, xs: list[float], ys: list[float], style: str, label: str) -> None:
+        axis.plot(xs, ys, style, label=label)
+        seen = plotted.setdefault(id(axis), ([], []))
+        seen[0].extend(xs)
+        seen[1].extend(ys)
+
     ingest = sorted(report.get("ingest", []), key=lambda i: i["hosts"])
     if ingest:
         xs = [i["hosts"] for i in ingest]
@@ -239,27 +247,23 @@ def plot(report: dict[str, Any], path: Path) -> None:
         def series(key: str, field: str) -> list[float]:
             return [i[key][field] if i.get(key) else float("nan") for i in ingest]
 
-        left.plot(xs, series("baseline", "rate"), "o-", label="bare aiokafka passthrough")
+        draw(left, xs, series("baseline", "rate"), "o-", "bare aiokafka passthrough")
         if any(i.get("faust_passthrough") for i in ingest):
-            left.plot(xs, series("faust_passthrough", "rate"), "x:", label="passthrough as a Faust agent")
-        left.plot(xs, series("one_worker", "rate"), "s-", label="ves-streams, 1 worker")
-        left.plot(xs, series("two_workers", "rate"), "^-", label="ves-streams, 2 workers")
+            draw(left, xs, series("faust_passthrough", "rate"), "x:", "passthrough as a Faust agent")
+        draw(left, xs, series("one_worker", "rate"), "s-", "ves-streams, 1 worker")
+        draw(left, xs, series("two_workers", "rate"), "^-", "ves-streams, 2 workers")
         per_host = report["load"]["value_lists_per_host_per_round"] / report["load"]["interval"]
-        left.plot(xs, [x * per_host for x in xs], "k--", label="realistic rate (needed)")
-        left.set_xscale("log")
-        left.set_yscale("log")
+        draw(left, xs, [x * per_host for x in xs], "k--", "realistic rate (needed)")
         left.set_xlabel("hosts (N)")
         left.set_ylabel("value lists / s (ingest, ready backlog)")
         left.set_title("Ingest throughput (wall clock)")
         left.grid(True, which="both", alpha=0.3)
         left.legend(fontsize=8)
-        middle.plot(xs, series("baseline", "per_cpu_second"), "o-", label="bare aiokafka passthrough")
+        draw(middle, xs, series("baseline", "per_cpu_second"), "o-", "bare aiokafka passthrough")
         if any(i.get("faust_passthrough") for i in ingest):
-            middle.plot(xs, series("faust_passthrough", "per_cpu_second"), "x:", label="passthrough as a Faust agent")
-        middle.plot(xs, series("one_worker", "per_cpu_second"), "s-", label="ves-streams, 1 worker")
-        middle.plot(xs, series("two_workers", "per_cpu_second"), "^-", label="ves-streams, 2 workers")
-        middle.set_xscale("log")
-        middle.set_yscale("log")
+            draw(middle, xs, series("faust_passthrough", "per_cpu_second"), "x:", "passthrough as a Faust agent")
+        draw(middle, xs, series("one_worker", "per_cpu_second"), "s-", "ves-streams, 1 worker")
+        draw(middle, xs, series("two_workers", "per_cpu_second"), "^-", "ves-streams, 2 workers")
         middle.set_xlabel("hosts (N)")
         middle.set_ylabel("value lists per CPU second")
         middle.set_title("Ingest cost (not distorted by other load)")
@@ -272,24 +276,31 @@ def plot(report: dict[str, Any], path: Path) -> None:
         def ms(key: str, p: str) -> list[float]:
             return [(l[key][p] * 1000) if l[key][p] is not None else float("nan") for l in latency]
 
-        right.plot(xs, ms("fault_latency", "p50"), "o-", label="fault p50")
-        right.plot(xs, ms("fault_latency", "p99"), "o--", label="fault p99")
-        right.plot(xs, ms("measurement_latency", "p50"), "s-", label="measurement p50 (after interval end)")
-        right.plot(xs, ms("measurement_latency", "p99"), "s--", label="measurement p99 (after interval end)")
+        draw(right, xs, ms("fault_latency", "p50"), "o-", "fault p50")
+        draw(right, xs, ms("fault_latency", "p99"), "o--", "fault p99")
+        draw(right, xs, ms("measurement_latency", "p50"), "s-", "measurement p50 (after interval end)")
+        draw(right, xs, ms("measurement_latency", "p99"), "s--", "measurement p99 (after interval end)")
         right.axhline(TARGET_FAULT_P99_MS, color="C0", alpha=0.4, linestyle=":", label="fault p99 target")
         right.axhline(TARGET_MEASUREMENT_P99_MS, color="C2", alpha=0.4, linestyle=":", label="measurement p99 target")
-        right.set_xscale("log")
-        right.set_yscale("log")
         right.set_xlabel("hosts (N)")
         right.set_ylabel("ms")
         right.set_title("End-to-end latency at the realistic rate (1 worker)")
         right.grid(True, which="both", alpha=0.3)
         right.legend(fontsize=8)
+    for axis in (left, middle, right):
+        _log_scale_if_possible(axis, plotted.get(id(axis), ([], [])))
     fig.suptitle(f"ves-streams benchmark {report['run_id']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _log_scale_if_possible(axis: Any, data: tuple[list[float], list[float]]) -> None:
+    """Log axes only where there is something positive to draw (matplotlib refuses otherwise)."""
+    xs, ys = data
+    axis.set_yscale("log" if any(y == y and y > 0 for y in ys) else "linear")
+    axis.set_xscale("log" if len({x for x in xs if x > 0}) > 1 else "linear")
 
 
 def median(values: Iterable[float]) -> float | None:

@@ -39,6 +39,7 @@ from bench import report as report_mod
 from bench.broker import BenchBroker
 from bench.latency import run_latency, run_sink_backlog
 from bench.load import preload
+from bench.profiles import summarise
 from bench.throughput import run_baseline, run_faust_passthrough, run_workers
 from ves_streams.kafka_local import DEFAULT_KAFKA_VERSION
 from ves_streams.replay import DEFAULT_CAPTURE_DIR, host_names, load_capture
@@ -281,13 +282,14 @@ def _profile_phase(
     for name, session in sessions:
         if not session.exists() or session.stat().st_size == 0:
             continue
-        rendered: dict[str, str] = {"phase": name}
-        for renderer, suffix in (("text", "txt"), ("html", "html")):
-            target = args.results / f"bench-{stamp}-profile-{name}.{suffix}"
-            subprocess.run([sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", renderer, "-o", str(target)],
-                           check=False, cwd=PROJECT_DIR)  # fmt: skip
-            rendered[suffix] = _rel(target)
-        out.append(rendered)
+        html = args.results / f"bench-{stamp}-profile-{name}.html"
+        text = args.results / f"bench-{stamp}-profile-{name}.txt"
+        subprocess.run([sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", "html", "-o", str(html)],
+                       check=False, cwd=PROJECT_DIR)  # fmt: skip
+        tree = subprocess.run([sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", "text"],
+                              check=False, cwd=PROJECT_DIR, capture_output=True, text=True).stdout  # fmt: skip
+        text.write_text(summarise(session) + "\n\npyinstrument's call tree (library frames folded):\n" + tree)
+        out.append({"phase": name, "summary": _rel(text), "html": _rel(html)})
     return out
 
 
