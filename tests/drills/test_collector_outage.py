@@ -10,6 +10,7 @@ in process instead of leaving the backlog in Kafka would break the bound.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -54,6 +55,7 @@ def test_collector_down_60s_then_back_delivers_everything_with_bounded_memory(
     processor = drill.processor("p1")
     sink = drill.sink("sink")
     drill.events
+    dlq = drill.dlq
     feed = drill.feed(hosts)
     warm = drill.warm_up(hosts)
     time.sleep(2 * INTERVAL)
@@ -107,6 +109,9 @@ def test_collector_down_60s_then_back_delivers_everything_with_bounded_memory(
     drained = drill.drain(feed, hosts, collector=collectors)
     report = drill.report(feed, hosts, collector=collectors)
     metrics_after = scrape(sink)
+    render_errors = Counter(
+        r.headers.get("ves-streams-reason", b"").decode("utf-8", "replace").split(": ", 1)[-1][:90] for r in dlq.snapshot()
+    )
     requests_after = sum(c.stats().get("requests_total", 0) for c in collectors.collectors if c.process.poll() is None)
 
     print_figures(
@@ -128,6 +133,7 @@ def test_collector_down_60s_then_back_delivers_everything_with_bounded_memory(
             "sink_dead_lettered": metric_sum(metrics_after, "ves_streams_sink_dead_lettered_total"),
             "rss_during_outage": rss.figures(),
             "processing_lag_at_recovery": lag_at_recovery,
+            "processing_dead_letters": dict(render_errors.most_common(3)),
             "drain_s": round(drained, 1),
             "workers_alive": {w.name: w.running for w in (processor, sink)},
             **feed.figures(),
