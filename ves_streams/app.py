@@ -25,6 +25,7 @@ from typing import Any
 import faust
 
 from ves_streams.agents.render import TopologyRenderer
+from ves_streams.broker_wait import wait_for_broker
 from ves_streams.metrics import Readiness, get_metrics, register_views
 from ves_streams.settings import Settings, SettingsError
 from ves_streams.topics import Topics
@@ -47,9 +48,26 @@ def load_settings(environ: Any = None) -> tuple[Settings, Any]:
     return settings.with_topology_header(topology.header), topology
 
 
+class VesStreamsApp(faust.App):
+    """A Faust app that waits for its broker before its clients start.
+
+    Faust's consumer exits with ``KafkaConnectionError`` when no bootstrap
+    server answers at start; ``on_first_start`` runs before the producer,
+    consumer and extra services, so waiting here turns a start-up race into a
+    logged wait (see :mod:`ves_streams.broker_wait`).
+    """
+
+    plaintext_broker: bool = True
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        broker = ";".join(f"{url.host}:{url.port or 9092}" for url in self.conf.broker)
+        await wait_for_broker(broker, plaintext=self.plaintext_broker)
+
+
 def create_app(settings: Settings, topology: Any = None) -> faust.App:
     """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``)."""
-    app = faust.App(
+    app = VesStreamsApp(
         settings.app_id,
         broker=settings.broker,
         broker_credentials=_kafka_credentials(settings),
@@ -66,6 +84,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
     )
+    app.plaintext_broker = settings.kafka_sasl_mechanism is None and settings.kafka_ssl_cafile is None
     metrics = get_metrics()
     readiness = Readiness()
     topics = Topics(app, settings)
