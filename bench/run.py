@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import platform
 import shutil
@@ -118,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.replot is not None:
         report = orjson.loads(args.replot.read_bytes())
+        report["targets"] = report_mod.evaluate_targets(report)
         print(report_mod.format_table(report))
         report_mod.plot(report, args.replot.with_suffix(".png"))
         return 0
     _defaults(args)
     args.worker_env = dict(args.worker_env)
+    # aiokafka logs (and retries) NotLeaderForPartition while a just-created topic's leader settles.
+    logging.getLogger("aiokafka.producer.sender").setLevel(logging.ERROR)
     if not args.topology.is_file():
         print(f"bench: topology {args.topology} not found (--topology)", file=sys.stderr)
         return 2
