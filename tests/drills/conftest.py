@@ -16,11 +16,18 @@ and checks what the collector received against what was fed.
   ``ves-events`` records (whose headers name each event's window) and
   computes the invariants: missing windows per host, per-host order, eventId
   uniqueness, fault events per notification, events not delivered.
-* :class:`RssSampler` samples ``VmRSS`` of processes while a fault lasts.
+* :class:`Collectors` reads what the collector(s) accepted incrementally
+  (a drill may restart the collector on its port, or fill it with 150 MiB).
+* :class:`RssSampler` samples ``VmRSS`` (and CPU) of processes while a fault
+  lasts; :func:`scrape` reads a worker's ``/metrics``.
+* :func:`burst_events` and :func:`produce_records` put large valid events
+  straight on ``ves-events``; :class:`LocatingProducer` sends poison and
+  reports where each message landed, to match it with its dead letter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -93,6 +100,8 @@ class FedNotification:
     token: str
     raw: bytes
     acked_at: float
+    partition: int = -1
+    offset: int = -1
 
 
 class LocatingProducer:
@@ -107,14 +116,10 @@ class LocatingProducer:
         self._producer: Any = None
 
     def _run(self, coro: Any, timeout: float = 120.0) -> Any:
-        import asyncio
-
         return asyncio.run_coroutine_threadsafe(coro, self.io.loop).result(timeout)
 
     def send_many(self, topic: str, values: Sequence[bytes]) -> list[tuple[int, int]]:
         """Send ``values`` in order; returns ``(partition, offset)`` of each once all are acknowledged."""
-        import asyncio
-
         from aiokafka import AIOKafkaProducer
 
         async def send() -> list[tuple[int, int]]:
@@ -222,9 +227,16 @@ class Feed:
                     host = self.hosts[n % len(self.hosts)]
                     token = self.notification_text(n)
                     raw = notification(host, time.time(), token)
-                    if not self._send(f"notification {n}", lambda: self.io.produce(self.names.notifications, raw)):
+                    where: list[tuple[int, int]] = []
+
+                    def send_notification() -> None:
+                        if self._producer is None:
+                            self._producer = LocatingProducer(self.io)
+                        where[:] = self._producer.send_many(self.names.notifications, [raw])
+
+                    if not self._send(f"notification {n}", send_notification):
                         break
-                    self.notifications.append(FedNotification(host, token, raw, time.time()))
+                    self.notifications.append(FedNotification(host, token, raw, time.time(), *where[0]))
                 index += 1
         except BaseException as exc:
             self._crash = exc
@@ -471,6 +483,8 @@ class DeliveryReport:
     faults_per_notification: dict[str, int] = field(default_factory=dict)
     #: fault events whose text names no notification that was sent.
     stray_faults: int = 0
+    #: notifications with no fault event: (token, host, partition, offset, acknowledged at).
+    lost_notifications: list[tuple[str, str, int, int, float]] = field(default_factory=list)
     expected_windows: int = 0
 
     @property
@@ -498,6 +512,7 @@ class DeliveryReport:
             "notifications_sent": self.notifications,
             "distinct_fault_ids": self.fault_ids,
             "stray_faults": self.stray_faults,
+            "lost_notifications": [(t, h, f"notifications[{p}]@{o}") for t, h, p, o, _ in self.lost_notifications],
             "undelivered": len(self.undelivered),
             "unknown_ids": len(self.unknown),
             "ambiguous_ids": len(self.ambiguous),
@@ -589,6 +604,8 @@ def delivery_report(
         else:
             report.stray_faults += 1
     report.faults_per_notification = {t: per_token.get(t, 0) for t in tokens}
+    report.lost_notifications = [(n.token, n.host, n.partition, n.offset, n.acked_at) for n in notifications
+                                 if per_token.get(n.token, 0) == 0]  # fmt: skip
     return report
 
 
@@ -611,8 +628,6 @@ def _heartbeat_boundaries(windows: Sequence[float]) -> list[float]:
 
 def partition_leaders(bootstrap: str, topics: Sequence[str]) -> Counter[int]:
     """How many partitions of ``topics`` each broker (node id) leads."""
-    import asyncio
-
     from aiokafka.admin import AIOKafkaAdminClient
 
     result: Counter[int] = Counter()
@@ -644,8 +659,6 @@ def partition_leaders(bootstrap: str, topics: Sequence[str]) -> Counter[int]:
 
 def produce_records(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> float:
     """Produce ``(key, value, headers)`` records (acks=all) and wait for every ack; returns the seconds it took."""
-    import asyncio
-
     from aiokafka import AIOKafkaProducer
 
     errors: list[BaseException] = []

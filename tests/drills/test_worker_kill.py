@@ -69,6 +69,7 @@ def test_worker_kill_9_partitions_move_and_state_recovers(drill: Drill) -> None:
     victim = drill.processor("p2")
     sink = drill.sink("sink")
     drill.events
+    dlq = drill.dlq
     feed = drill.feed(hosts)
     warm = drill.warm_up(hosts)
     # both workers own partitions (the assignment settles once the second one joined)
@@ -107,6 +108,12 @@ def test_worker_kill_9_partitions_move_and_state_recovers(drill: Drill) -> None:
                 for h, ws in report.missing.items() if ws
             },
             "series_aged_out_while_fed": aged_out,
+            "notifications_without_fault": [(t, h, p, o, f"acked {a - killed_at:+.1f}s from kill")
+                                             for t, h, p, o, a in report.lost_notifications],
+            "victim_assignment": [line.strip() for line in victim.log_text().splitlines()
+                                  if "-notifications " in line and "{" in line][-1:],
+            "dead_letters": [(r.headers.get("ves-streams-stage", b"").decode(), r.headers.get("ves-streams-reason", b"")[:120])
+                             for r in dlq.snapshot()][:5],
             "drain_s": round(drained, 1),
             "workers_alive": {w.name: w.running for w in (survivor, sink)},
             **feed.figures(),
