@@ -47,7 +47,14 @@ MAX_ATTEMPTS_DURING_OUTAGE = 40
 DRAIN_TIMEOUT = 150.0
 
 
-@pytest.mark.parametrize("outage", ["503", "refused"])
+@pytest.mark.parametrize(
+    "outage",
+    [
+        "503",
+        # the sink side passes; processing loses windows while ingest lags (README: Reliability, bug 2)
+        pytest.param("refused", marks=pytest.mark.open_bug),
+    ],
+)
 def test_collector_down_60s_then_back_delivers_everything_with_bounded_memory(
     drill: Drill, ves_collector_factory: Callable[..., VesCollector], outage: str
 ) -> None:
