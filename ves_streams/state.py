@@ -56,9 +56,20 @@ _MARKER_PREFIX = b"\x00last-rendered:"
 AGE_FACTOR = 2.0
 
 
+def _compact_dumps(obj: object) -> bytes:
+    """``orjson.dumps`` for bytes this process keeps: an exact-size copy.
+
+    orjson 3.13 returns bytes objects with about 4 KiB of allocation behind
+    each, however short; the host index keeps one key per series, so at 1000
+    hosts that alone was ~200 MB of RSS (measured: 200k keys, 798 MB plain,
+    29 MB copied).
+    """
+    return bytes(memoryview(orjson.dumps(obj)))
+
+
 def series_key(vl: ValueList) -> bytes:
     """Table key of a value list's series: ``[host, plugin, plugin_instance, type, type_instance]``."""
-    return orjson.dumps([vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance])
+    return _compact_dumps([vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance])
 
 
 def marker_key(partition: int) -> bytes:
@@ -76,7 +87,7 @@ def _marker_partition(key: bytes) -> int | None:
 
 
 def encode_value_list(vl: ValueList) -> bytes:
-    return orjson.dumps(vl.to_json())
+    return _compact_dumps(vl.to_json())
 
 
 def decode_value_list(raw: bytes) -> ValueList:

@@ -117,3 +117,19 @@ def test_samples_come_in_series_order_whatever_the_arrival_order() -> None:
     b.apply(0, list(reversed(lists)))
     assert a.samples(0, "h1") == b.samples(0, "h1")
     assert [s.type_instance for s in a.samples(0, "h1") if s.ds_name == "value"] == ["idle", "system", "user"]
+
+
+def test_keys_kept_in_the_index_cost_their_size_not_an_allocator_page() -> None:
+    """orjson over-allocates its results; what the index keeps must be exact-size copies."""
+    import tracemalloc
+
+    from ves_streams.collectd import ValueList
+    from ves_streams.state import series_key
+
+    vls = [ValueList(f"host-{i}", "cpu", "0", "percent", "idle", 1.0, 10.0, (1.0,), ("gauge",), ("value",)) for i in range(2000)]
+    tracemalloc.start()
+    keys = [series_key(vl) for vl in vls]
+    current, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(keys) == 2000
+    assert current / len(keys) < 200, f"{current / len(keys):.0f} bytes per key"
