@@ -215,7 +215,10 @@ def decode_json(raw: bytes | str) -> Any:
             data = json.loads(text)
         except (ValueError, RecursionError):
             raise MalformedInput(f"not JSON: {_short(str(exc))}") from None
-    _check_depth(data, MAX_DEPTH)
+    # Depth can only exceed the limit if there are more openers than the limit;
+    # a write_kafka message has two, so the walk is skipped for real traffic.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_depth(data, MAX_DEPTH)
     return data
 
 
