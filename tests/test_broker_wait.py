@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
-from ves_streams.broker_wait import bootstrap_addresses, wait_for_broker
+from ves_streams.broker_wait import bootstrap_addresses, bootstrap_servers, wait_for_broker
+from ves_streams.kafka_local import free_ports
 
 
 def test_bootstrap_addresses_accept_faust_and_plain_forms() -> None:
     assert bootstrap_addresses("kafka://h1:9093;h2:9094") == [("h1", 9093), ("h2", 9094)]
+    assert bootstrap_servers("kafka://h1:9093;h2") == "h1:9093,h2:9092"
     assert bootstrap_addresses("h1:1,h2:9092") == [
         ("h1", 1),
         ("h2", 9092),
     ]
 
 
-def _unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_an_absent_broker_is_waited_for_with_a_line_naming_it() -> None:
-    port = _unused_port()
+    (port,) = free_ports(1)
     said: list[str] = []
 
     async def main() -> None:
@@ -38,7 +33,7 @@ def test_an_absent_broker_is_waited_for_with_a_line_naming_it() -> None:
 
 
 def test_waiting_ends_when_the_broker_port_opens() -> None:
-    port = _unused_port()
+    (port,) = free_ports(1)
     said: list[str] = []
 
     async def main() -> float:

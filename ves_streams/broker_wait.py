@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["bootstrap_addresses", "wait_for_broker"]
+__all__ = ["bootstrap_addresses", "bootstrap_servers", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,16 @@ def bootstrap_addresses(broker: str) -> list[tuple[str, int]]:
         part = part.strip().removeprefix("kafka://")
         if not part:
             continue
-        host, _, port = part.rpartition(":")
+        host, sep, port = part.rpartition(":")
+        if not sep:  # no port given: Kafka's default
+            host, port = part, ""
         out.append((host or "localhost", int(port) if port else 9092))
     return out
+
+
+def bootstrap_servers(broker: str) -> str:
+    """``kafka://h1:9092;h2:9092`` as the ``h1:9092,h2:9092`` string Kafka clients take."""
+    return ",".join(f"{host}:{port}" for host, port in bootstrap_addresses(broker))
 
 
 async def _reachable(addresses: Sequence[tuple[str, int]], timeout: float) -> bool:
@@ -79,7 +86,7 @@ async def wait_for_broker(
     """
     say = report or log.warning
     addresses = bootstrap_addresses(broker)
-    bootstrap = ",".join(f"{h}:{p}" for h, p in addresses)
+    bootstrap = bootstrap_servers(broker)
     started = time.monotonic()
     delay, attempt = 0.5, 0
     while True:

@@ -26,17 +26,12 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from ves_streams.broker_wait import bootstrap_servers
 from ves_streams.collectd import MAX_MESSAGE_BYTES
 
 __all__ = ["make_relay_app", "run_relay", "register"]
 
 log = logging.getLogger(__name__)
-
-
-def _bootstrap(broker: str) -> str:
-    """Accept Faust-style ``kafka://h:p;h2:p2`` as well as plain ``h:p,h2:p2``."""
-    parts = [p.strip() for p in broker.replace(";", ",").split(",") if p.strip()]
-    return ",".join(p.removeprefix("kafka://") for p in parts)
 
 
 def make_relay_app(producer: AIOKafkaProducer, topic: str) -> web.Application:
@@ -61,7 +56,7 @@ def make_relay_app(producer: AIOKafkaProducer, topic: str) -> web.Application:
 
 async def run_relay(broker: str, topic: str, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM."""
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(broker), acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), acks="all", enable_idempotence=True)
     await producer.start()
     runner = web.AppRunner(make_relay_app(producer, topic), access_log=None)
     await runner.setup()

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from ves_streams.broker_wait import bootstrap_servers
+
 __all__ = [
     "Capture",
     "DEFAULT_CAPTURE_DIR",
@@ -188,7 +190,7 @@ def _handle(args: argparse.Namespace) -> int:
     notes = next(capture_dir.glob("*.notifications.jsonl"), None)
     capture = load_capture(values, None if args.no_notifications else notes)
     hosts = host_names(args.hosts) if args.hosts > 1 else [args.host or capture.host]
-    bootstrap = ",".join(p.removeprefix("kafka://") for p in args.broker.replace(";", ",").split(","))
+    bootstrap = bootstrap_servers(args.broker)
 
     def progress(index: int, count: int) -> None:
         print(f"replay: round {index}: {count} messages for {len(hosts)} host(s)", flush=True)

@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 import requests
 
+from ves_streams.broker_wait import bootstrap_servers
+
 __all__ = ["register", "RunPlan", "parse_prometheus"]
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -50,7 +52,7 @@ class RunPlan:
 
     @property
     def bootstrap(self) -> str:
-        return self.broker.removeprefix("kafka://").replace(";", ",")
+        return bootstrap_servers(self.broker)
 
     @property
     def collector_record(self) -> Path:

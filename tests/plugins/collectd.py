@@ -9,7 +9,6 @@ a failure: in CI these tests must run.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,7 @@ import pytest
 import requests
 
 from ves_streams.collectd_daemon import CollectdConfig, CollectdProcess, collectd_missing_reason, find_collectd
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ves_streams.kafka_local import free_ports
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +42,7 @@ def notification_relay_factory(tmp_path: Path) -> Iterator[Callable[[str, str], 
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(bootstrap: str, topic: str) -> str:
-        port = _free_port()
+        (port,) = free_ports(1)
         log = open(tmp_path / f"relay-{port}.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "ves_streams.cli", "relay", "--broker", bootstrap, "--topic", topic, "--port", str(port)],
