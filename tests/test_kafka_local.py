@@ -321,8 +321,10 @@ def test_three_node_cluster_keeps_accepting_acks_all_writes_when_a_node_is_kille
     cluster.restart_node(victim)
 
     async def recovered() -> list[tuple[bytes, bytes]]:
-        assert await _broker_ids(bootstrap) == [1, 2, 3]
         deadline = time.monotonic() + 60
+        while await _broker_ids(bootstrap) != [1, 2, 3]:  # any node may answer; metadata spreads in moments
+            assert time.monotonic() < deadline, "the restarted node is not listed by the cluster"
+            await asyncio.sleep(0.5)
         while not all(len(p["isr"]) == 3 for p in await _partitions(bootstrap, topic)):
             assert time.monotonic() < deadline, "the restarted node did not rejoin the ISR"
             await asyncio.sleep(0.5)

@@ -762,13 +762,18 @@ class KafkaCluster:
             proc.wait(timeout=5)
 
     def restart_node(self, index: int) -> None:
-        """Start a stopped or killed node again (same data) and wait until it is listed again."""
+        """Start a stopped or killed node again (same data) and wait until every running node lists it."""
         if self._libs is None:
             raise KafkaLocalError("restart_node() needs a cluster that was started")
         if self.is_running(index):
             self.stop_node(index)
         self._launch(index)
-        self._wait_node(index, [n.node_id for i, n in enumerate(self.nodes) if self.is_running(i)])
+        running = [i for i in range(len(self.nodes)) if self.is_running(i)]
+        expected = [self.nodes[i].node_id for i in running]
+        # The restarted node lists itself first; the others learn it is unfenced from
+        # the metadata log a moment later, and a client may ask any of them.
+        for i in [index, *(i for i in running if i != index)]:
+            self._wait_node(i, expected)
 
     def __enter__(self) -> KafkaCluster:
         return self.start()
