@@ -54,16 +54,55 @@ def test_batch_holds_one_domain_only() -> None:
         assert {e["commonEventHeader"]["domain"] for e in orjson.loads(b.body())["eventList"]} == {b.domain}
 
 
-def test_key_changing_domain_seals_its_earlier_batch_first() -> None:
+def test_key_changing_domain_does_not_seal_but_its_later_batch_is_delivered_after() -> None:
     batcher = Batcher(BatchLimits(max_events=100))
-    sealed, _ = batcher.add(record("measurement", "h1", 1), 0.0)
-    assert sealed == []
+    assert batcher.add(record("measurement", "h1", 1), 0.0)[0] == []
     batcher.add(record("measurement", "h2", 1), 0.0)
     sealed, _ = batcher.add(record("fault", "h1", 2), 0.0)
-    # h1's measurement must reach the collector before h1's fault.
-    assert [(b.domain, _ids(b)) for b in sealed] == [("measurement", ["h1-measurement-1", "h2-measurement-1"])]
-    rest = batcher.flush()
-    assert [(b.domain, _ids(b)) for b in rest] == [("fault", ["h1-fault-2"])]
+    assert sealed == []  # both batches stay open and keep filling
+    batcher.add(record("measurement", "h3", 1), 0.0)
+    # sealing the fault batch (say it lingered out) seals the measurement batch first:
+    # h1's measurement must reach the collector before h1's fault
+    due = batcher.due(0.0 + batcher.limits.linger)
+    assert [(b.domain, _ids(b)) for b in due] == [
+        ("measurement", ["h1-measurement-1", "h2-measurement-1", "h3-measurement-1"]),
+        ("fault", ["h1-fault-2"]),
+    ]
+
+
+def test_key_returning_to_a_domain_seals_what_holds_its_earlier_records() -> None:
+    batcher = Batcher(BatchLimits(max_events=100))
+    batcher.add(record("measurement", "h1", 1), 0.0)
+    batcher.add(record("heartbeat", "h1", 2), 0.0)
+    sealed, _ = batcher.add(record("measurement", "h1", 3), 0.0)
+    # measurement-1 < heartbeat-2 < measurement-3: one open measurement batch cannot hold 1 and 3
+    assert [(b.domain, _ids(b)) for b in sealed] == [
+        ("measurement", ["h1-measurement-1"]),
+        ("heartbeat", ["h1-heartbeat-2"]),
+    ]
+    assert [(b.domain, _ids(b)) for b in batcher.flush()] == [("measurement", ["h1-measurement-3"])]
+
+
+def test_hosts_alternating_domains_each_window_still_fill_batches() -> None:
+    """The slow-collector case: every host sends a measurement and a heartbeat per window."""
+    batcher = Batcher(BatchLimits(max_events=50, linger_ms=10_000))
+    hosts = [f"h{i}" for i in range(200)]
+    delivered: list[Batch] = []
+    for window in range(3):
+        for h in hosts:
+            for domain in ("measurement", "heartbeat"):
+                delivered += batcher.add(record(domain, h, window), 0.0)[0]
+    delivered += batcher.flush()
+    assert sum(len(b) for b in delivered) == 2 * 3 * len(hosts)
+    # 1200 events in batches of at most 50: full batches, not one per host switch
+    assert len(delivered) <= 2 * 3 * len(hosts) // 50 + 6
+    position = {id(r): i for i, b in enumerate(delivered) for r in b.records}
+    for h in hosts:
+        mine = [r for b in delivered for r in b.records if r.key == h.encode()]
+        order = sorted(mine, key=lambda r: position[id(r)])
+        assert [(r.event_id) for r in order] == [
+            f"{h}-{d}-{w}" for w in range(3) for d in ("measurement", "heartbeat")
+        ], f"{h} out of order"
 
 
 def test_random_streams_keep_per_key_order_and_lose_nothing() -> None:

@@ -4,14 +4,22 @@ The rule (what :class:`Batcher` guarantees):
 
 * **One domain per batch.** ONAP's collector refuses an ``eventList`` that
   mixes domains (400 SVC0001), so there is one *open* batch per domain.
-* **Per-key order.** Every key (the event's ``sourceName``, i.e. one host) is
-  in at most one open batch at a time. When a record arrives whose key sits
-  in the open batch of *another* domain, that batch is sealed first. Sealed
-  batches are delivered one at a time in the order they were sealed, and
-  records keep their Kafka order inside a batch, so every host's events reach
-  the collector in the order they were produced. Keys never span partitions,
-  so this is also Kafka's own per-partition order restricted to one key.
-  Different keys may overtake each other; they carry no order.
+* **Per-key order.** Sealed batches are delivered one at a time in the
+  order they were sealed, and records keep their Kafka order inside a batch.
+  A key (the event's ``sourceName``, i.e. one host) may have records in the
+  open batches of several domains at once; the batcher then remembers that
+  the batch holding the key's earlier record must be sealed (so delivered)
+  before the batch holding its later one, and sealing a batch first seals
+  every open batch it must follow. A key that would return to a domain whose
+  open batch must already precede its newer one (measurement, heartbeat,
+  measurement) would need the batch both before and after: the batch that
+  holds its latest record is sealed first (with what it must follow), and
+  the record starts a new batch. So a host's events reach the collector in
+  the order they were produced, while a host switching from measurement to
+  heartbeat or fault no longer seals the batches it is in: with a slow
+  collector, batches stay full. Keys never span partitions, so this is also
+  Kafka's own per-partition order restricted to one key. Different keys
+  carry no order between them.
 * **Limits.** A batch is sealed when it reaches ``max_events``, when adding a
   record would take its body past ``max_bytes`` (the batch is split there),
   or ``linger_ms`` after its first record arrived. An event whose body alone
@@ -156,7 +164,10 @@ class Batcher:
     def __init__(self, limits: BatchLimits) -> None:
         self.limits = limits
         self._open: dict[str, _OpenBatch] = {}
-        self._home: dict[bytes | None, str] = {}
+        #: key -> domain of the open batch holding the key's latest record
+        self._last: dict[bytes | None, str] = {}
+        #: domain -> open domains whose batch must be sealed before this one
+        self._after: dict[str, set[str]] = {}
         self._events = 0
         self._bytes = 0
 
@@ -199,49 +210,85 @@ class Batcher:
             return [], self._oversize(record, batch_body_size(1, size))
 
         sealed: list[Batch] = []
-        home = self._home.get(record.key)
-        if home is not None and home != record.domain:
-            sealed.append(self._seal(home))
-        current = self._open.get(record.domain)
+        domain = record.domain
+        previous = self._last.get(record.key)
+        if previous is not None and previous != domain and domain in self._open and self._precedes(domain, previous):
+            # the key went domain -> previous -> domain: its newest record cannot join the open batch
+            sealed += self._seal(previous)
+        current = self._open.get(domain)
         if current is not None and (
             len(current.records) >= limits.max_events or current.size_with(record) > limits.max_bytes
         ):
-            sealed.append(self._seal(record.domain))
+            sealed += self._seal(domain)
             current = None
         if current is None:
-            current = _OpenBatch(record.domain, now)
-            self._open[record.domain] = current
+            current = _OpenBatch(domain, now)
+            self._open[domain] = current
+            self._after[domain] = set()
+        previous = self._last.get(record.key)
+        if previous is not None and previous != domain:
+            self._after[domain].add(previous)
         current.records.append(record)
         current.events_bytes += size
-        self._home[record.key] = record.domain
+        self._last[record.key] = domain
         self._events += 1
         self._bytes += size
         if len(current.records) >= limits.max_events:
-            sealed.append(self._seal(record.domain))
+            sealed += self._seal(domain)
         while self._open and (
             self._events > OPEN_BUDGET * limits.max_events or self._bytes > OPEN_BUDGET * limits.max_bytes
         ):
-            sealed.append(self._seal(next(iter(self._open))))
+            sealed += self._seal(next(iter(self._open)))
         return sealed, None
 
     def due(self, now: float) -> list[Batch]:
-        """Seal and return every open batch that has lingered long enough, oldest first."""
+        """Seal and return every open batch that has lingered long enough (and what it must follow)."""
         linger = self.limits.linger
         ready = [d for d, b in self._open.items() if now >= b.opened_at + linger]
-        return [self._seal(d) for d in ready]
+        out: list[Batch] = []
+        for d in ready:
+            if d in self._open:
+                out += self._seal(d)
+        return out
 
     def flush(self) -> list[Batch]:
-        """Seal and return every open batch, oldest first."""
-        return [self._seal(d) for d in list(self._open)]
+        """Seal and return every open batch, each after the batches it must follow."""
+        out: list[Batch] = []
+        while self._open:
+            out += self._seal(next(iter(self._open)))
+        return out
 
-    def _seal(self, domain: str) -> Batch:
+    def _precedes(self, first: str, then: str) -> bool:
+        """True when the open batch of ``first`` must be sealed before that of ``then``."""
+        seen: set[str] = set()
+        todo = [then]
+        while todo:
+            d = todo.pop()
+            for before in self._after.get(d, ()):
+                if before == first:
+                    return True
+                if before not in seen:
+                    seen.add(before)
+                    todo.append(before)
+        return False
+
+    def _seal(self, domain: str) -> list[Batch]:
+        """Seal ``domain``'s open batch, after the open batches it must follow (in that order)."""
+        out: list[Batch] = []
+        for before in sorted(self._after.get(domain, ()), key=list(self._open).index):
+            if before in self._open:
+                out += self._seal(before)
         ob = self._open.pop(domain)
+        del self._after[domain]
+        for after in self._after.values():
+            after.discard(domain)
         for r in ob.records:
-            if self._home.get(r.key) == domain:
-                del self._home[r.key]
+            if self._last.get(r.key) == domain:
+                del self._last[r.key]
         self._events -= len(ob.records)
         self._bytes -= ob.events_bytes
-        return Batch(domain, tuple(ob.records))
+        out.append(Batch(domain, tuple(ob.records)))
+        return out
 
     def _oversize(self, record: SinkRecord, body_size: int) -> Rejected:
         return Rejected(
