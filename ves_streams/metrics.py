@@ -106,6 +106,11 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.partial_windows = Counter(
+            "ves_streams_partial_host_windows",
+            "Host windows not rendered because the host (re)appeared during the window, with part of its series",
+            registry=r,
+        )
         self.render_seconds = Histogram(
             "ves_streams_render_seconds",
             "Time to render and produce one partition's window",

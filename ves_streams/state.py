@@ -138,6 +138,8 @@ class RebuildReport:
 @dataclass(slots=True)
 class _Partition:
     hosts: dict[str, dict[bytes, ValueList]] = field(default_factory=dict)
+    #: host -> time of its oldest value list since it (re)appeared
+    first_seen: dict[str, float] = field(default_factory=dict)
     marker: float | None = None
 
 
@@ -187,6 +189,9 @@ class HostIndex:
             if part is None:
                 continue
             part.hosts.setdefault(vl.host, {})[key] = vl
+            # The table keeps only each series' newest value list, so its times say
+            # nothing about when the host appeared: a recovered host is an old one.
+            part.first_seen[vl.host] = -math.inf
             report.series += 1
         report.hosts = sum(len(p.hosts) for p in self._partitions.values())
         self.built = True
@@ -205,7 +210,11 @@ class HostIndex:
         return part.hosts.get(host, {}).get(key)
 
     def put(self, partition: int, key: bytes, vl: ValueList) -> None:
-        self._part(partition).hosts.setdefault(vl.host, {})[key] = vl
+        part = self._part(partition)
+        part.hosts.setdefault(vl.host, {})[key] = vl
+        seen = part.first_seen.get(vl.host)
+        if seen is None or vl.time < seen:
+            part.first_seen[vl.host] = vl.time
 
     def remove(self, partition: int, host: str, key: bytes) -> None:
         part = self._partitions.get(partition)
@@ -217,6 +226,17 @@ class HostIndex:
         series.pop(key, None)
         if not series:
             del part.hosts[host]
+            part.first_seen.pop(host, None)
+
+    def first_seen(self, partition: int, host: str) -> float | None:
+        """Time of the host's oldest value list since it (re)appeared in this partition.
+
+        A host that appears mid-window has only part of its series in that
+        window (collectd's plugins report over the interval); rendering it
+        would miss values its rules require.
+        """
+        part = self._partitions.get(partition)
+        return part.first_seen.get(host) if part else None
 
     def partitions(self) -> list[int]:
         return sorted(self._partitions)

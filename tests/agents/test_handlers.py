@@ -229,6 +229,7 @@ def test_tick_renders_each_host_of_the_partition_once_per_window() -> None:
 
     async def scenario() -> None:
         for host in hosts:
+            await handle_samples(p, samples_message(p, host, 995.0))  # reporting since the window before
             await handle_samples(p, samples_message(p, host, 1005.0))
         await handle_samples(p, tick_message(1, 1010.0))
         await handle_samples(p, tick_message(1, 1010.0))  # duplicate tick (two owners during a rebalance)
@@ -255,12 +256,13 @@ def test_marker_is_written_after_the_events_were_produced() -> None:
     p.table = p.store.table = Table()
 
     async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 995.0))
         await handle_samples(p, samples_message(p, host, 1005.0))
         writes.append("--")
         await handle_samples(p, tick_message(0, 1010.0))
 
     run(scenario())
-    assert writes == ["series", "--", "marker"]
+    assert writes == ["series", "series", "--", "marker"]
     assert p.order == ["ves-events"]
 
 
@@ -269,6 +271,7 @@ def test_windows_missed_by_a_dead_owner_are_backfilled_with_their_own_ids() -> N
     host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 2)
 
     async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 995.0, interval=100.0))
         await handle_samples(p, samples_message(p, host, 1005.0, interval=100.0))
         await handle_samples(p, tick_message(2, 1010.0))
         await handle_samples(p, tick_message(2, 1050.0))  # 1020, 1030, 1040 were never ticked here
@@ -296,12 +299,46 @@ def test_expired_series_are_deleted_and_not_rendered() -> None:
     assert p.index.hosts(3) == []
 
 
+def test_a_new_host_is_rendered_from_its_first_whole_window_on() -> None:
+    """A host that appears mid-window has only some of its series in it: not rendered until the next."""
+    renderer = StubRenderer(heartbeat_interval=10.0)
+    p = RecordingPipeline(renderer)
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 2)
+
+    async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 1004.0, interval=10.0))
+        await handle_samples(p, tick_message(2, 1010.0))
+        await handle_samples(p, samples_message(p, host, 1014.0, interval=10.0))
+        await handle_samples(p, tick_message(2, 1020.0))
+
+    run(scenario())
+    assert [c for c in renderer.calls if c[0] == "m"] == [("m", host, 1010.0)]
+    assert [c for c in renderer.calls if c[0] == "h"] == [("h", host, 1010.0), ("h", host, 1020.0)]
+    assert p.metrics.partial_windows._value.get() == 1
+
+
+def test_a_host_recovered_from_the_table_is_not_new() -> None:
+    renderer = StubRenderer(heartbeat_interval=None)
+    p = RecordingPipeline(renderer)
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 2)
+
+    async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 995.0))
+        p.on_rebalance()
+        await handle_samples(p, samples_message(p, host, 1005.0))  # first record after the takeover
+        await handle_samples(p, tick_message(2, 1010.0))
+
+    run(scenario())
+    assert [c for c in renderer.calls if c[0] == "m"] == [("m", host, 1000.0)]
+
+
 def test_heartbeats_go_out_per_host_on_heartbeat_boundaries() -> None:
     renderer = StubRenderer(heartbeat_interval=20.0)
     p = RecordingPipeline(renderer)
     host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 0)
 
     async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 995.0, interval=10.0))
         for end in (1010.0, 1020.0, 1030.0, 1040.0):
             await handle_samples(p, samples_message(p, host, end - 5, interval=10.0))
             await handle_samples(p, tick_message(0, end))
@@ -320,6 +357,7 @@ def test_render_errors_are_dead_lettered_and_other_hosts_still_render() -> None:
 
     async def scenario() -> None:
         for host in hosts:
+            await handle_samples(p, samples_message(p, host, 995.0))
             await handle_samples(p, samples_message(p, host, 1005.0))
         await render_partition(p, 1, Tick(1010.0, 10.0), deadletter.Source("app-samples", 1, 5))
 
@@ -336,6 +374,7 @@ def test_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
     host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 1)
 
     async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 995.0))
         await handle_samples(p, samples_message(p, host, 1005.0))
         p.on_rebalance()  # partitions moved; the table (RocksDB) survives
         assert not p.index.built

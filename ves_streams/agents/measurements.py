@@ -138,13 +138,27 @@ async def _render_window(pipeline: Pipeline, partition: int, window: Interval, s
         samples = store.samples(partition, host)
         if not samples:
             continue
-        if renderer.has_measurements:
+        if renderer.has_measurements and _whole_window(pipeline, partition, host, window):
             rendered = renderer.measurements(host, samples, window)
             pending += await pipeline.publish(rendered, stage="measurements", source=source, interval_start=window.start)
         if hb_boundary is not None:
             rendered = renderer.heartbeat(host, hb_boundary, window)
             pending += await pipeline.publish(rendered, stage="heartbeat", source=source, interval_start=hb_boundary)
     return pending
+
+
+def _whole_window(pipeline: Pipeline, partition: int, host: str, window: Interval) -> bool:
+    """False for the window in which a host (re)appeared: it holds only part of the host's series.
+
+    Its measurements are rendered from the next window on, the first one the
+    host reported through from start to end. (Heartbeats still go out: the
+    host is alive.)
+    """
+    first = pipeline.index.first_seen(partition, host)
+    if first is not None and first > window.start:
+        pipeline.metrics.partial_windows.inc()
+        return False
+    return True
 
 
 async def tick_loop(pipeline: Pipeline) -> None:
