@@ -65,6 +65,10 @@ class VesStreamsApp(faust.App):
         await wait_for_broker(broker, plaintext=self.plaintext_broker)
 
 
+#: Seconds the producer waits to fill a batch (Faust's ``producer_linger``).
+PRODUCER_LINGER = 0.02
+
+
 def create_app(settings: Settings, topology: Any = None) -> faust.App:
     """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``)."""
     app = VesStreamsApp(
@@ -83,6 +87,9 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         web_enabled=True,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
+        # Faust's default (0) sends a produce request per few records; 20 ms fills
+        # batches at a cost of 20 ms per hop (bench: +14-31 % value lists per CPU s).
+        producer_linger=PRODUCER_LINGER,
     )
     app.plaintext_broker = settings.kafka_sasl_mechanism is None and settings.kafka_ssl_cafile is None
     metrics = get_metrics()

@@ -111,6 +111,12 @@ class Metrics:
             "Host windows not rendered because the host (re)appeared during the window, with part of its series",
             registry=r,
         )
+        self.render_wait = Histogram(
+            "ves_streams_render_wait_seconds",
+            "How long a render tick waited after its boundary for ingest to handle what the input held then",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
         self.render_seconds = Histogram(
             "ves_streams_render_seconds",
             "Time to render and produce one partition's window",

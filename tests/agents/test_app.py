@@ -13,7 +13,7 @@ import pytest
 
 from tests.agents.conftest import INTERVAL
 from tests.agents.support import PROJECT_DIR, KafkaIO, Names, Worker, host_messages
-from ves_streams.app import create_app, load_settings
+from ves_streams.app import PRODUCER_LINGER, create_app, load_settings
 
 
 def _app(role: str):  # type: ignore[no-untyped-def]
@@ -26,6 +26,7 @@ def test_process_role_defines_the_agents_and_the_state_table_but_no_sink() -> No
     assert sorted(app.agents) == ["ves_streams.faults", "ves_streams.ingest_values", "ves_streams.measurements"]
     assert list(app.tables) == ["samples-state"]
     assert app._extra_services == []
+    assert app.conf.producer_linger == PRODUCER_LINGER  # batches produce requests (Faust's default is 0)
 
 
 def test_sink_role_defines_no_agent_and_no_table() -> None:

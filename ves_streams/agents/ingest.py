@@ -92,7 +92,9 @@ def samples_records(
 async def handle_values(pipeline: Pipeline, messages: Sequence[Message]) -> None:
     """A batch of ``collectd`` records: repartition their value lists, dead-letter the malformed."""
     by_source: dict[TP, list[ValueList]] = {}
+    handled: dict[TP, int] = {}
     for message in messages:
+        handled[message.tp] = message.offset + 1
         pipeline.metrics.messages_in.labels(message.topic).inc()
         source = deadletter.Source(message.topic, message.partition, message.offset)
         try:
@@ -113,6 +115,9 @@ async def handle_values(pipeline: Pipeline, messages: Sequence[Message]) -> None
         for record in samples_records(value_lists, partitions):
             out = OutputRecord(key=record.key, value=record.value, headers=_VALUES_HEADERS)
             await pipeline.produce(pipeline.topics.samples, out, record.partition, source=tp)
+    # queued behind this batch's samples records: a render tick sent after this is ordered after them
+    for tp, next_offset in handled.items():
+        pipeline.ingest_handled(tp, next_offset)
 
 
 def register(pipeline: Pipeline) -> Any:

@@ -49,7 +49,7 @@ from ves_streams.topics import HEADER_KIND, KIND_TICK
 if TYPE_CHECKING:
     from faust.types import Message
 
-__all__ = ["Tick", "decode_tick", "encode_tick", "handle_samples", "register", "render_partition", "tick_loop"]
+__all__ = ["Tick", "decode_tick", "encode_tick", "handle_samples", "register", "render_partition", "tick_loop", "wait_for_ingest"]
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,60 @@ def _whole_window(pipeline: Pipeline, partition: int, host: str, window: Interva
     return True
 
 
+#: How often a waiting tick re-checks ingest's progress, and how long a partition whose
+#: fetch position is at the end must stay quiet before its missing offsets are taken as
+#: skipped (transaction markers, records the broker compacted away) rather than pending.
+_WAIT_POLL = 0.1
+_QUIET = 0.5
+
+
+async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> list[Any]:
+    """Wait until ingest has handled every record the collectd partitions held when called.
+
+    Returns the input partitions still behind at ``deadline`` (wall clock), or
+    ``[]`` once caught up. Only this worker's own input partitions are seen: a
+    lag of another worker's ingest shows here only after a rebalance hands its
+    partitions over.
+    """
+    app = pipeline.app
+    tps = pipeline.active_values_partitions()
+    if not tps:
+        return []
+    ends = await app.consumer.highwaters(*tps)
+    quiet_since: dict[Any, tuple[int, float]] = {}
+    while True:
+        behind = []
+        now = time.monotonic()
+        for tp in tps:
+            end = ends.get(tp)
+            done = pipeline.ingested.get(tp, -1)
+            if end is None or done >= end:
+                continue
+            position = await app.consumer.position(tp)
+            if position is not None and position >= end:
+                since = quiet_since.get(tp)
+                if since is None or since[0] != done:
+                    quiet_since[tp] = (done, now)
+                elif now - since[1] >= _QUIET:
+                    continue  # everything fetched and nothing handled for a while: nothing pending
+            behind.append(tp)
+        if not behind or time.time() >= deadline or app.should_stop or app.rebalancing:
+            return behind
+        await asyncio.sleep(_WAIT_POLL)
+
+
 async def tick_loop(pipeline: Pipeline) -> None:
     """Forever: at each interval boundary, send a tick to each actively owned samples partition.
+
+    A tick waits until this worker's ingest has handled every collectd record
+    that was in its partitions at the boundary (:func:`wait_for_ingest`), so
+    that a window is rendered from the samples sent during it even when ingest
+    lags behind (a backlog after a restart or a takeover, a burst, a slow
+    machine): late rather than lost. While ingest stays behind, boundaries
+    pass without ticks; the tick sent once it caught up renders the windows
+    in between as missed ones (up to ``max_backfill``). After ``max_backfill
+    - 1`` intervals of waiting the tick goes out anyway: ingest that far
+    behind is not catching up, and the state is rendered as it stands.
 
     Ticks are produced outside any transaction (they are idempotent: a
     duplicate renders nothing), straight to the partition.
@@ -171,6 +223,7 @@ async def tick_loop(pipeline: Pipeline) -> None:
     interval = pipeline.settings.interval
     topic = pipeline.topics.names.samples
     producer = app.producer
+    hold = max(0, pipeline.max_backfill - 1) * interval
     await producer.maybe_start()
     log.info("render ticks every %gs to the active partitions of %s", interval, topic)
     while not app.should_stop:
@@ -182,6 +235,28 @@ async def tick_loop(pipeline: Pipeline) -> None:
             # The partitions are moving; their new owners tick from the next boundary
             # and render this window as a missed one.
             continue
+        try:
+            behind = await wait_for_ingest(pipeline, end + hold)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # consumer not started or broker away: tick on the wall clock
+            log.debug("cannot tell how far ingest is behind", exc_info=True)
+            behind = []
+        if app.should_stop:
+            break
+        if app.rebalancing:
+            continue
+        waited = time.time() - end
+        pipeline.metrics.render_wait.observe(max(0.0, waited))
+        if behind:
+            log.warning(
+                "ingest still behind on %s %.0f s after the boundary %.3f: rendering the state as it stands",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in behind), waited, end,
+            )  # fmt: skip
+        elif waited > interval:
+            log.info("render tick for %.3f waited %.1f s for ingest to catch up", end, waited)
+        # boundaries passed while waiting: the latest one (the windows before it are backfilled)
+        end = max(end, round(next_boundary(time.time(), interval) - interval, 6))
         try:
             partitions = pipeline.active_samples_partitions()
         except Exception:

@@ -99,6 +99,8 @@ class Pipeline:
         self.store = SampleStore(table, self.index)
         self.max_backfill = MAX_BACKFILL_WINDOWS
         self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+        #: collectd input partition -> offset after the last record ingest handled (this assignment)
+        self.ingested: dict[TP, int] = {}
 
     # -- partitions ------------------------------------------------------
 
@@ -121,6 +123,17 @@ class Pipeline:
     def on_rebalance(self) -> None:
         """Partitions moved: the index is rebuilt from the recovered table before next use."""
         self.index.invalidate()
+        self.ingested.clear()
+
+    def ingest_handled(self, tp: TP, next_offset: int) -> None:
+        """Ingest has handled (produced or dead-lettered) ``tp``'s records before ``next_offset``."""
+        if next_offset > self.ingested.get(tp, -1):
+            self.ingested[tp] = next_offset
+
+    def active_values_partitions(self) -> list[TP]:
+        """The collectd input partitions this worker's ingest actively owns."""
+        name = self.topics.names.values
+        return sorted((tp for tp in self.app.assignor.assigned_actives() if tp.topic == name), key=lambda tp: tp.partition)
 
     def ensure_index(self) -> None:
         if self.index.built:
