@@ -28,6 +28,7 @@ __all__ = [
     "MachineCpu",
     "cpu_seconds",
     "peak_rss_mb",
+    "rss_mb",
     "worker_metrics",
 ]
 
@@ -39,16 +40,26 @@ class ProcessError(RuntimeError):
     """A benchmark process exited early or did not come up; the message names its log."""
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident set size (``VmHWM``) of a live process in MiB, or None once it is gone."""
+def _status_mb(pid: int, key: str) -> float | None:
+    """A kB line (``VmHWM``, ``VmRSS``...) of ``/proc/<pid>/status`` in MiB, or None once the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         return None
     return None
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident set size (``VmHWM``) of a live process in MiB, or None once it is gone."""
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Current resident set size (``VmRSS``) of a live process in MiB, or None once it is gone."""
+    return _status_mb(pid, "VmRSS")
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.procs import cpu_seconds, rss_mb
 from tests.agents.support import PROJECT_DIR, KafkaIO, Names, Record, TopicReader, Worker, notification
 from tests.plugins.collector import VesCollector
 from tests.plugins.kafka import create_topics
@@ -759,26 +760,6 @@ class Collectors:
 
 
 # -- processes ------------------------------------------------------------------------
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MiB (``VmRSS`` of /proc/<pid>/status), None if it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of ``pid`` so far (``/proc/<pid>/stat``), None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class RssSampler:

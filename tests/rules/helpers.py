@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ves_streams.collectd import Notification, Sample, parse_notifications, parse_value_lists
+from ves_streams.rules import RenderContext, Topology
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -40,6 +41,26 @@ def by_host(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     for s in samples:
         out.setdefault(s.host, []).append(s)
     return out
+
+
+def render_events(
+    topology: Topology, values: Path, notes: Path, ctx: RenderContext, *, heartbeats: bool = False
+) -> list[dict[str, Any]]:
+    """Event bodies of one measurement tick over each host's latest samples of ``values`` (then, with
+    ``heartbeats``, that host's heartbeat), then of each notification in ``notes``; all without errors."""
+    events: list[dict[str, Any]] = []
+    for host, samples in by_host(latest_samples(values)).items():
+        results = [topology.render_measurements(samples, ctx)]
+        if heartbeats:
+            results.append(topology.render_heartbeat(host, ctx))
+        for result in results:
+            assert result.errors == []
+            events += [e.body for e in result.events]
+    for n in notifications(notes):
+        result = topology.render_notification(n, ctx)
+        assert result.errors == []
+        events += [e.body for e in result.events]
+    return events
 
 
 def as_sets(value: Any) -> Any:

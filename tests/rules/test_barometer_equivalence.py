@@ -24,9 +24,7 @@ from .helpers import (
     VIRT_NOTIFICATIONS,
     VIRT_VALUES,
     as_sets,
-    by_host,
-    latest_samples,
-    notifications,
+    render_events,
 )
 
 CASES = [
@@ -43,16 +41,7 @@ def render_like_barometer(name: str, values: Path, notes: Path) -> list[dict]:
     """One measurement tick over the latest samples, then each notification, one shared counter."""
     topology = load_topology(BAROMETER / f"{name}.yaml")
     ctx = RenderContext(hostname="localhost", interval=20.0, ids=CounterIds())
-    events = []
-    for samples in by_host(latest_samples(values)).values():
-        result = topology.render_measurements(samples, ctx)
-        assert result.errors == []
-        events += [e.body for e in result.events]
-    for n in notifications(notes):
-        result = topology.render_notification(n, ctx)
-        assert result.errors == []
-        events += [e.body for e in result.events]
-    return events
+    return render_events(topology, values, notes, ctx)
 
 
 @pytest.mark.parametrize(("name", "values", "notes", "golden"), CASES, ids=[c[3] for c in CASES])

@@ -23,9 +23,7 @@ from .helpers import (
     VES_OFFICIAL,
     VIRT_NOTIFICATIONS,
     VIRT_VALUES,
-    by_host,
-    latest_samples,
-    notifications,
+    render_events,
     validator,
 )
 
@@ -42,16 +40,7 @@ def render_all(path: Path, dataset: str) -> list[dict]:
     topology = load_topology(path)
     now = time.time()
     ctx = RenderContext(hostname="ves-streams-test", interval=10.0, now=now, ids=DeterministicIds(now))
-    events = []
-    for host, samples in by_host(latest_samples(values)).items():
-        for result in (topology.render_measurements(samples, ctx), topology.render_heartbeat(host, ctx)):
-            assert result.errors == []
-            events += [e.body for e in result.events]
-    for n in notifications(notes):
-        result = topology.render_notification(n, ctx)
-        assert result.errors == []
-        events += [e.body for e in result.events]
-    return events
+    return render_events(topology, values, notes, ctx, heartbeats=True)
 
 
 def test_there_are_ves7_and_ves5_topologies():
