@@ -66,6 +66,8 @@ def register_processing(
     @app.on_partitions_assigned.connect
     async def _on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         state["assigned"] = True
+        if pipeline.exactly_once:
+            pipeline.gate.install(app.consumer)
         pipeline.on_rebalance()
 
     def processing_ready() -> str | None:

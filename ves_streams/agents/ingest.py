@@ -126,6 +126,7 @@ def register(pipeline: Pipeline) -> Any:
     @app.agent(pipeline.topics.values, name="ves_streams.ingest_values")
     async def ingest_values(stream: Any) -> None:
         async for events in stream.take_events(INGEST_BATCH, within=INGEST_LINGER):
-            await handle_values(pipeline, [event.message for event in events])
+            async with pipeline.gate.processing():
+                await handle_values(pipeline, [event.message for event in events])
 
     return ingest_values

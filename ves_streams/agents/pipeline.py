@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from faust import current_event
 
 from ves_streams.agents import deadletter
+from ves_streams.agents.commit_gate import CommitGate
 from ves_streams.agents.render import Rendered, Renderer
 from ves_streams.identity import OutputRecord, event_record
 from ves_streams.metrics import Metrics
@@ -99,6 +100,8 @@ class Pipeline:
         self.store = SampleStore(table, self.index)
         self.max_backfill = MAX_BACKFILL_WINDOWS
         self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+        #: with exactly_once, keeps Faust's commits out of a record's processing (commit_gate.py)
+        self.gate = CommitGate()
         #: collectd input partition -> offset after the last record ingest handled (this assignment)
         self.ingested: dict[TP, int] = {}
 
@@ -238,24 +241,29 @@ class Pipeline:
     ) -> None:
         """Run ``handler``; an unexpected exception dead-letters the record instead of skipping it."""
         self.metrics.messages_in.labels(message.topic).inc()
-        try:
-            await handler(self, message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception(
-                "internal error processing %s[%s]@%s; dead-lettering it", message.topic, message.partition, message.offset
-            )
-            source = deadletter.Source(message.topic, message.partition, message.offset)
-            record = deadletter.malformed_input(
-                message.key, message.value, f"internal error: {type(exc).__name__}: {exc}", stage, source
-            )
+        async with self.gate.processing():  # the dead letter too is part of the record's processing
             try:
-                await self.dead_letter(record, stage, source=message.tp)
-            except Exception as dlq_exc:  # cannot even dead-letter: stop rather than lose it
-                log.critical("cannot produce to the dead-letter topic; stopping the worker", exc_info=True)
-                await self.app.crash(dlq_exc)
+                await handler(self, message)
+            except asyncio.CancelledError:
                 raise
+            except Exception as exc:
+                await self._internal_error(stage, message, exc)
+
+    async def _internal_error(self, stage: str, message: Message, exc: Exception) -> None:
+        log.error(
+            "internal error processing %s[%s]@%s; dead-lettering it",
+            message.topic, message.partition, message.offset, exc_info=exc,
+        )  # fmt: skip
+        source = deadletter.Source(message.topic, message.partition, message.offset)
+        record = deadletter.malformed_input(
+            message.key, message.value, f"internal error: {type(exc).__name__}: {exc}", stage, source
+        )
+        try:
+            await self.dead_letter(record, stage, source=message.tp)
+        except Exception as dlq_exc:  # cannot even dead-letter: stop rather than lose it
+            log.critical("cannot produce to the dead-letter topic; stopping the worker", exc_info=True)
+            await self.app.crash(dlq_exc)
+            raise
 
     @staticmethod
     async def delivered(pending: Iterable[Awaitable[Any]]) -> None:
