@@ -37,6 +37,7 @@ def test_exactly_once_runs_end_to_end_and_survives_kill_9(
     events.wait_for(lambda rs: set(measurement_windows(rs)) >= set(hosts), timeout=6 * INTERVAL + 10)
     events.wait_for(lambda rs: len(rs) == 1, timeout=20, where=lambda r: r.domain == "fault")
     dlq.wait_for(lambda rs: len(rs) == 1, timeout=20)
+    assert "offset commits wait for the records in flight" in first.log_text()  # commit_gate.py
 
     # A notification processed, maybe produced, but not committed when the worker dies:
     # its transaction is aborted and the next worker processes it again -- once, for readers of committed data.

@@ -146,15 +146,15 @@ def _ids(events: list[dict[str, Any]]) -> list[str]:
     return [e["commonEventHeader"]["eventId"] for e in events]
 
 
-def _assert_once_and_in_key_order(accepted: list[dict[str, Any]], sent: list[dict[str, Any]]) -> None:
+def _assert_once_and_in_host_domain_order(accepted: list[dict[str, Any]], sent: list[dict[str, Any]]) -> None:
     ids = _ids(accepted)
     assert sorted(ids) == sorted(_ids(sent)), "every event exactly once"
-    by_host: dict[str, list[int]] = {}
+    by_host: dict[tuple[str, str], list[int]] = {}
     for e in accepted:
         h = e["commonEventHeader"]
-        by_host.setdefault(h["sourceName"], []).append(h["sequence"])
-    for host, seqs in by_host.items():
-        assert seqs == sorted(seqs), f"{host} delivered out of order: {seqs}"
+        by_host.setdefault((h["sourceName"], h["domain"]), []).append(h["sequence"])
+    for (host, domain), seqs in by_host.items():
+        assert seqs == sorted(seqs), f"{host}'s {domain} events delivered out of order: {seqs}"
 
 
 # -- tests -------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_events_are_delivered_in_batches_once_each_in_key_order(kafka: Any, ves_
         async with SinkService(config):
             accepted = await _wait_for(ves_collector, len(sent))
             await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
-        _assert_once_and_in_key_order(accepted, sent)
+        _assert_once_and_in_host_domain_order(accepted, sent)
 
     asyncio.run(main())
     records = ves_collector.records()
@@ -209,7 +209,7 @@ def test_outage_loses_nothing_commits_nothing_and_survives_a_sink_restart(
             assert time.monotonic() - outage_started >= 13.5
             await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
             assert not second.crashed
-        _assert_once_and_in_key_order(accepted, sent)
+        _assert_once_and_in_host_domain_order(accepted, sent)
 
     asyncio.run(main())
     assert ves_collector.stats()["requests"].get("503", 0) >= 5, "the sink kept retrying through the outage"
@@ -231,7 +231,7 @@ def test_refused_event_lands_in_the_dlq_with_status_and_body_and_the_rest_are_de
             letters = await _read_dlq(kafka.bootstrap_servers, dlq, 1)
             await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
         good = [e for e in sent if e["commonEventHeader"]["eventId"] != bad]
-        _assert_once_and_in_key_order(accepted, good)
+        _assert_once_and_in_host_domain_order(accepted, good)
         assert len(letters) == 1
         letter = letters[0]
         headers = {k: v.decode() for k, v in letter.headers}
@@ -258,7 +258,7 @@ def test_429_retry_after_is_honoured(kafka: Any, ves_collector: VesCollector) ->
             started = time.monotonic()
             accepted = await _wait_for(ves_collector, len(sent))
             elapsed = time.monotonic() - started
-        _assert_once_and_in_key_order(accepted, sent)
+        _assert_once_and_in_host_domain_order(accepted, sent)
         return elapsed
 
     elapsed = asyncio.run(main())
@@ -301,7 +301,7 @@ def test_basic_auth_and_mutual_tls_with_a_ca_bundle_never_log_the_password(
         async with SinkService(config) as service:
             accepted = await _wait_for(collector, len(sent))
             logging.getLogger("test").info("service %r config %s", service, config)
-        _assert_once_and_in_key_order(accepted, sent)
+        _assert_once_and_in_host_domain_order(accepted, sent)
 
     asyncio.run(main())
     assert collector.stats()["requests"].get("503") == 2
@@ -349,7 +349,7 @@ def test_backup_url_takes_over_while_the_primary_is_down(
         await _produce(kafka.bootstrap_servers, topic, first)
         async with SinkService(config):
             on_backup = await _wait_for(backup, len(first), timeout=20)
-            _assert_once_and_in_key_order(on_backup, first)
+            _assert_once_and_in_host_domain_order(on_backup, first)
             assert primary.events() == []
             await asyncio.sleep(max(0.0, down_until - time.monotonic()) + 0.5)
             await _produce(kafka.bootstrap_servers, topic, second)
@@ -407,7 +407,7 @@ def test_batching_off_posts_single_events(kafka: Any, ves_collector: VesCollecto
         await _produce(kafka.bootstrap_servers, topic, sent)
         async with SinkService(config):
             accepted = await _wait_for(ves_collector, len(sent))
-        _assert_once_and_in_key_order(accepted, sent)
+        _assert_once_and_in_host_domain_order(accepted, sent)
 
     asyncio.run(main())
     assert {r["path"] for r in ves_collector.records()} == {"/eventListener/v7"}
@@ -443,7 +443,7 @@ def test_a_long_outage_keeps_the_group_membership_and_delivers_once(
             accepted = await _wait_for(ves_collector, len(sent), timeout=40)
             await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
             assert not service.crashed
-        _assert_once_and_in_key_order(accepted, sent)
+        _assert_once_and_in_host_domain_order(accepted, sent)
 
     asyncio.run(main())
     assignments = [r for r in caplog.records if "partitions assigned" in r.getMessage()]
@@ -474,7 +474,7 @@ def test_two_sinks_share_the_partitions_and_a_leaving_one_loses_nothing(
                 await asyncio.sleep(0.1)
             await _produce(kafka.bootstrap_servers, topic, first_wave)
             accepted = await _wait_for(ves_collector, len(first_wave))
-            _assert_once_and_in_key_order(accepted, first_wave)
+            _assert_once_and_in_host_domain_order(accepted, first_wave)
             await a.stop()
             await _produce(kafka.bootstrap_servers, topic, second_wave)
             everything = await _wait_for(

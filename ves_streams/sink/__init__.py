@@ -6,7 +6,7 @@ Read in this order, each module owning one step:
   batching limits, retry policy, Kafka security) and ``from_settings``;
 * ``records``   a Kafka record -> :class:`~ves_streams.sink.records.SinkRecord`
   or a reason to dead-letter it; dead-letter records;
-* ``batching``  one domain per batch, per-key order, count/byte/linger limits;
+* ``batching``  one domain per batch, per-host order within a domain, count/byte/linger limits;
 * ``retry``     which failures retry, how long to wait, primary/backup URL;
 * ``client``    ``requests`` on a dedicated thread: POST, TLS, Basic auth;
 * ``delivery``  one batch to the collector: retries, failover, event-by-event

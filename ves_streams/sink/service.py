@@ -20,7 +20,7 @@ What it guarantees:
   and every earlier record of its partition were accepted by a collector or
   written to the dead-letter topic (:class:`~ves_streams.sink.offsets.OffsetTracker`).
   A crash or stop redelivers what was in flight.
-* **Per-key order** at the collector (see :mod:`ves_streams.sink.batching`).
+* **Per-host order within a domain** at the collector (see :mod:`ves_streams.sink.batching`).
 * **Kafka is the buffer.** While a batch is being retried nothing more is
   fetched: the consumer's partitions are paused and polled empty, which keeps
   the group membership alive however long the outage (no
