@@ -46,7 +46,6 @@ def _phase(records: list[dict[str, Any]], produced: dict[str, float], start: flo
     }
 
 
-@pytest.mark.open_bug  # sink batches cut at every domain change of a host (README: Reliability, bug 1)
 def test_slow_and_flapping_collector_degrades_gracefully_without_loss(drill: Drill) -> None:
     hosts = host_names(10, "cs")
     processor = drill.processor("p1")
