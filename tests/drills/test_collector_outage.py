@@ -49,12 +49,7 @@ DRAIN_TIMEOUT = 150.0
 
 @pytest.mark.parametrize(
     "outage",
-    [
-        # both: the sink side passes (nothing undelivered, memory bounded); processing
-        # loses windows while ingest lags the render ticks (README: Reliability, bug 2)
-        pytest.param("503", marks=pytest.mark.open_bug),
-        pytest.param("refused", marks=pytest.mark.open_bug),
-    ],
+    ["503", "refused"],
 )
 def test_collector_down_60s_then_back_delivers_everything_with_bounded_memory(
     drill: Drill, ves_collector_factory: Callable[..., VesCollector], outage: str
