@@ -141,6 +141,16 @@ def test_replication_settings_fit_the_cluster_size(size: int, rf: int, min_isr: 
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
 
 
+def test_cluster_ids_are_kafka_uuids_that_the_storage_tool_cannot_take_for_an_option() -> None:
+    # One base64url id in 64 starts with "-"; `kafka-storage format -t -x...`
+    # then fails with "expected one argument". 2,000 draws miss that case
+    # with probability (63/64)**2000, about 2e-14.
+    ids = [kafka_local._new_cluster_id() for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
 def test_cli_default_version_is_the_module_default() -> None:
     assert kafka_commands._DEFAULT_VERSION == kafka_local.DEFAULT_KAFKA_VERSION
     assert kafka_local.DEFAULT_KAFKA_VERSION in kafka_local.KAFKA_VERSIONS

@@ -408,8 +408,16 @@ def _java_command(libs: Path, log_flags: Sequence[str], jvm_opts: Sequence[str],
 
 
 def _new_cluster_id() -> str:
-    """A Kafka ``Uuid`` (base64url, no padding) made here to save a JVM start."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka ``Uuid`` (base64url, no padding) made here to save a JVM start.
+
+    Like Kafka's own ``Uuid.randomUuid``, an id starting with ``-`` is drawn
+    again: ``kafka-storage format -t -abc`` reads it as an option and fails
+    (one id in 64; it broke CI once).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _format_storage(libs: Path, node: KafkaNode, version: str, cluster_id: str) -> subprocess.Popen[str]:
