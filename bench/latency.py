@@ -167,10 +167,11 @@ def run_latency(
         worker.mark_cpu()
         log = asyncio.run(_drive(broker, capture, hosts, settings, interval, rounds, worker, collector))
         result.worker_cpu_seconds = worker.cpu_since_mark()
-        processing = asyncio.run(broker.lag(app_id, [topics[0], topics[1], f"{app_id}-samples"]))
+        processing = asyncio.run(broker.lag(app_id, [topics[1], f"{app_id}-samples"]))
+        ingest = asyncio.run(broker.lag(f"{app_id}-ingest", [topics[0]]))
         sink = asyncio.run(broker.lag(f"{app_id}-sink", [topics[2]]))
         result.lag_end = {
-            "values": processing[topics[0]],
+            "values": ingest[topics[0]],
             "notifications": processing[topics[1]],
             "samples": processing[f"{app_id}-samples"],
             "events (sink)": sink[topics[2]],

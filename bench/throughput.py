@@ -263,7 +263,9 @@ def run_workers(
             proc.start()
         result = asyncio.run(_time_window(broker, procs, topic, samples_topic, hosts, backlog, time_box, start_timeout))
         # A finished backlog should end with no lag once the next periodic commit (2.8 s) happened.
-        lag = asyncio.run(broker.settled_lag(app_id, [topic, samples_topic], within=6.0 if result.complete else 0.0))
+        within = 6.0 if result.complete else 0.0
+        lag = asyncio.run(broker.settled_lag(f"{app_id}-ingest", [topic], within=within))  # ingest's own group
+        lag.update(asyncio.run(broker.settled_lag(app_id, [samples_topic], within=within)))
         result.lag_end = dict(lag)
     except ProcessError as exc:
         result.error = str(exc).splitlines()[0]

@@ -23,9 +23,13 @@ def _app(role: str):  # type: ignore[no-untyped-def]
 
 def test_process_role_defines_the_agents_and_the_state_table_but_no_sink() -> None:
     _, app = _app("process")
-    assert sorted(app.agents) == ["ves_streams.faults", "ves_streams.ingest_values", "ves_streams.measurements"]
+    assert sorted(app.agents) == ["ves_streams.faults", "ves_streams.measurements"]
     assert list(app.tables) == ["samples-state"]
-    assert app._extra_services == []
+    # ingest is a batched aiokafka loop in its own group, started by the worker like the sink
+    [ingest] = app._extra_services
+    assert type(ingest).__name__ == "IngestService"
+    assert ingest.group_id == "roles-process-ingest"
+    assert ingest.topic == "collectd"
     assert app.conf.producer_linger == PRODUCER_LINGER  # batches produce requests (Faust's default is 0)
 
 
@@ -39,8 +43,9 @@ def test_sink_role_defines_no_agent_and_no_table() -> None:
 
 def test_all_role_processes_and_sinks() -> None:
     settings, app = _app("all")
-    assert len(app.agents) == 3
-    [sink] = app._extra_services
+    assert len(app.agents) == 2
+    assert [type(s).__name__ for s in app._extra_services] == ["IngestService", "SinkService"]
+    sink = app._extra_services[1]
     assert sink.config.events_topic == settings.events_topic
     assert sink.config.group_id == f"{settings.app_id}-sink"
 
@@ -70,6 +75,7 @@ def test_sink_only_worker_does_not_consume_the_processing_topics(
 
     listed = asyncio.run(groups())
     assert names.app_id not in listed  # the processing group was never joined
+    assert f"{names.app_id}-ingest" not in listed  # nor ingest's
     assert f"{names.app_id}-sink" in listed  # the sink's own group
 
 

@@ -22,7 +22,7 @@ from faust.types import TP
 
 from ves_streams.agents import deadletter
 from ves_streams.agents.faults import handle_notifications
-from ves_streams.agents.ingest import handle_values, samples_records
+from ves_streams.agents.ingest import ingest_batch, samples_records
 from ves_streams.agents.measurements import Tick, decode_tick, encode_tick, handle_samples, render_partition
 from ves_streams.agents.pipeline import Pipeline
 from ves_streams.agents.render import Rendered, RenderFailure
@@ -127,43 +127,57 @@ def run(coro: Any) -> Any:
 # -- ingest ---------------------------------------------------------------
 
 
+def _pairs(*value_lists: dict[str, Any]) -> list[tuple[str, bytes]]:
+    return [(vl["host"], orjson.dumps(vl)) for vl in value_lists]
+
+
 def test_value_lists_are_grouped_by_host_into_the_hosts_partition() -> None:
-    vls = parse_value_lists(orjson.dumps([values_json("a", 1), values_json("b", 1), values_json("a", 1, ti="user")]))
-    records = samples_records(vls, 4)
+    records = samples_records(_pairs(values_json("a", 1), values_json("b", 1), values_json("a", 1, ti="user")), 4)
     assert [r.host for r in records] == ["a", "b"]
     assert records[0].key == b"a" and records[0].partition == host_partition("a", 4)
     assert [v["type_instance"] for v in orjson.loads(records[0].value)] == ["idle", "user"]
 
 
 def test_a_hosts_value_lists_are_split_over_records_under_the_size_limit() -> None:
-    vls = parse_value_lists(orjson.dumps([values_json("a", 1, ti=f"t{i}") for i in range(50)]))
-    records = samples_records(vls, 4, max_bytes=2000)
+    records = samples_records(_pairs(*[values_json("a", 1, ti=f"t{i}") for i in range(50)]), 4, max_bytes=2000)
     assert len(records) > 1
     assert all(len(r.value) <= 2000 for r in records)
     assert [v["type_instance"] for r in records for v in orjson.loads(r.value)] == [f"t{i}" for i in range(50)]
     assert {r.partition for r in records} == {host_partition("a", 4)}
 
 
-def test_ingest_repartitions_a_batch_by_host() -> None:
-    p = RecordingPipeline(StubRenderer())
-    batch = [message(orjson.dumps([values_json(h, 1, ti=ti)]), offset=i) for i, (h, ti) in enumerate(
-        [("a", "idle"), ("b", "idle"), ("a", "user"), ("b", "user"), ("a", "system")])]  # fmt: skip
-    run(handle_values(p, batch))
-    sent = [(r.key, part) for (t, r), part in zip(p.sent, p.partitions) if t == "app-samples"]
-    assert sent == [(b"a", host_partition("a", 4)), (b"b", host_partition("b", 4))]
-    records = [r for t, r in p.sent if t == "app-samples"]
-    assert [v["type_instance"] for v in orjson.loads(records[0].value)] == ["idle", "user", "system"]
-    assert dict(records[0].headers)["ves-streams-kind"] == b"values"
-    assert p.dead_letters() == []
-    assert p.metrics.messages_in.labels("collectd")._value.get() == 5
+def test_ingest_packs_a_batch_from_every_partition_into_one_record_per_host() -> None:
+    batch = [
+        message(orjson.dumps([values_json(h, 1, ti=ti)]), partition=part, offset=i)
+        for i, (h, ti, part) in enumerate(
+            [("a", "idle", 0), ("b", "idle", 1), ("a", "user", 1), ("b", "user", 0), ("a", "system", 2)])
+    ]  # fmt: skip
+    out = ingest_batch(batch, 4)
+    assert [(r.key, r.partition) for r in out.records] == [(b"a", host_partition("a", 4)), (b"b", host_partition("b", 4))]
+    assert [v["type_instance"] for v in orjson.loads(out.records[0].value)] == ["idle", "user", "system"]
+    assert out.dead_letters == []
+    assert out.counts == {"collectd": 5} and out.value_lists == 5
+    assert out.handled == {("collectd", 0): 4, ("collectd", 1): 3, ("collectd", 2): 5}
+
+
+def test_ingest_output_is_what_the_samples_stage_parses_back_whatever_the_message_layout() -> None:
+    one = values_json("a", 1, ti="idle")
+    spaced = b"  [ " + orjson.dumps(one) + b" ]\n"  # write_kafka's one-element array, any whitespace
+    two = orjson.dumps([values_json("a", 1, ti="user"), values_json("b", 1, ti="user")])
+    out = ingest_batch([message(spaced, offset=1), message(two, offset=2)], 4)
+    parsed = {r.host: parse_value_lists(r.value) for r in out.records}
+    assert [vl.type_instance for vl in parsed["a"]] == ["idle", "user"]
+    assert [vl.host for vl in parsed["b"]] == ["b"]
+    assert parsed["a"][0] == parse_value_lists(orjson.dumps([one]))[0]
 
 
 def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_rest_repartitioned() -> None:
-    p = RecordingPipeline(StubRenderer())
     batch = [message(orjson.dumps([values_json("a", 1)]), offset=1), message(b"nope", offset=2), message(orjson.dumps([values_json("b", 1)]), offset=3)]
-    run(handle_values(p, batch))
-    assert [t for t, _ in p.sent] == ["ves-streams-dlq", "app-samples", "app-samples"]
-    assert dict(p.dead_letters()[0].headers)["ves-streams-source-offset"] == b"2"
+    out = ingest_batch(batch, 4)
+    assert [r.host for r in out.records] == ["a", "b"]
+    [dlq] = out.dead_letters
+    assert dict(dlq.headers)["ves-streams-source-offset"] == b"2"
+    assert out.handled == {("collectd", 0): 4}  # the poison record counts as handled: its letter goes out with the batch
 
 
 @pytest.mark.parametrize(
@@ -173,20 +187,37 @@ def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_rest_repartitioned(
         (b'{"values": []}', "'values' must be a non-empty array"),
         (b"[" * 50 + b"]" * 50, "nested deeper"),
         (b"", "empty message"),
+        (None, "no value"),
         (b"x" * (2 * 1024 * 1024), "exceeds the 1048576-byte limit"),
     ],
 )
-def test_malformed_values_are_dead_lettered_with_reason_and_source(raw: bytes, reason: str) -> None:
-    p = RecordingPipeline(StubRenderer())
-    run(handle_values(p, [message(raw, partition=2, offset=99)]))
-    [dlq] = p.dead_letters()
+def test_malformed_values_are_dead_lettered_with_reason_and_source(raw: bytes | None, reason: str) -> None:
+    out = ingest_batch([message(raw, partition=2, offset=99)], 4)  # type: ignore[arg-type]
+    [dlq] = out.dead_letters
     headers = dict(dlq.headers)
     assert reason in headers["ves-streams-reason"].decode()
     assert headers["ves-streams-source-topic"] == b"collectd"
     assert headers["ves-streams-source-partition"] == b"2"
     assert headers["ves-streams-source-offset"] == b"99"
-    assert dlq.value == raw[: len(dlq.value)]
-    assert [t for t, _ in p.sent] == ["ves-streams-dlq"]
+    assert dlq.value == (raw or b"")[: len(dlq.value)]
+    assert out.records == []
+
+
+def test_a_parser_bug_dead_letters_the_message_and_the_batch_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ves_streams.agents import ingest
+
+    real = ingest.parse_value_lists
+
+    def flaky(raw: bytes) -> Any:
+        if b"boom" in raw:
+            raise KeyError("bug")
+        return real(raw)
+
+    monkeypatch.setattr(ingest, "parse_value_lists", flaky)
+    out = ingest_batch([message(b"boom", offset=1), message(orjson.dumps([values_json("a", 1)]), offset=2)], 4)
+    [dlq] = out.dead_letters
+    assert dict(dlq.headers)["ves-streams-reason"].startswith(b"internal error: KeyError")
+    assert [r.host for r in out.records] == ["a"]
 
 
 def test_unexpected_exception_is_dead_lettered_not_raised() -> None:

@@ -7,9 +7,10 @@
     collectd-notifications ──faults──────────────────────────────────────────┘
                  malformed input, render errors ──▶ ves-streams-dlq
 
-:func:`register_processing` creates the state table and the three agents
-(:mod:`.ingest`, :mod:`.measurements`, :mod:`.faults`) on an app and
-returns their shared :class:`~.pipeline.Pipeline`. It is not called for
+:func:`register_processing` creates the state table, the ingest service
+(:mod:`.ingest`: a batched aiokafka loop in the consumer group ``<app
+id>-ingest``) and the two agents (:mod:`.measurements`, :mod:`.faults`) on
+an app and returns their shared :class:`~.pipeline.Pipeline`. It is not called for
 ``VES_STREAMS_ROLE=sink``: a sink-only worker defines no agent, so it never
 joins the processing consumer group.
 """
@@ -53,7 +54,12 @@ def register_processing(
         help="Latest value list of every series (key: [host, plugin, plugin_instance, type, type_instance])",
     )
     pipeline = Pipeline(app, settings, topics, renderer, metrics, table)
-    ingest.register(pipeline)
+    # Ingest is an aiokafka loop in its own consumer group, not a Faust agent
+    # (see ingest.py for why); the worker starts it after table recovery.
+    service = pipeline.ingest = ingest.IngestService(pipeline)
+    app._extra_services.append(service)
+    readiness.add("ingest", lambda: None if service.is_ready() else "ingest not running")
+    metrics.add_lag_source(service.lag)
     measurements.register(pipeline)
     faults.register(pipeline)
 
@@ -81,7 +87,7 @@ def register_processing(
 
     readiness.add("processing", processing_ready)
 
-    sources = {topics.names.values, topics.names.notifications, topics.names.samples}
+    sources = {topics.names.notifications, topics.names.samples}
 
     def lag() -> Iterator[tuple[str, int, int]]:
         consumer = app.consumer

@@ -177,20 +177,25 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> list[Any]:
     partitions over.
     """
     app = pipeline.app
-    tps = pipeline.active_values_partitions()
+    ingest = pipeline.ingest
+    if ingest is None:
+        return []
+    tps = ingest.assigned()
     if not tps:
         return []
-    ends = await app.consumer.highwaters(*tps)
+    ends = await ingest.end_offsets(tps)
     quiet_since: dict[Any, tuple[int, float]] = {}
     while True:
         behind = []
         now = time.monotonic()
         for tp in tps:
             end = ends.get(tp)
-            done = pipeline.ingested.get(tp, -1)
+            done = ingest.handled.get(tp, -1)
             if end is None or done >= end:
                 continue
-            position = await app.consumer.position(tp)
+            if tp not in ingest.assigned():
+                continue  # revoked meanwhile: its new owner's ticks wait for it
+            position = await ingest.position(tp)
             if position is not None and position >= end:
                 since = quiet_since.get(tp)
                 if since is None or since[0] != done:

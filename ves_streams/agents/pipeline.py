@@ -45,6 +45,8 @@ from ves_streams.topics import Topics
 
 if TYPE_CHECKING:
     import faust
+
+    from ves_streams.agents.ingest import IngestService
     from faust.types import TP, Message, TopicT
 
     from ves_streams.settings import Settings
@@ -102,8 +104,8 @@ class Pipeline:
         self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
         #: with exactly_once, keeps Faust's commits out of a record's processing (commit_gate.py)
         self.gate = CommitGate()
-        #: collectd input partition -> offset after the last record ingest handled (this assignment)
-        self.ingested: dict[TP, int] = {}
+        #: the ingest stage (its own consumer group; set by ``register_processing``)
+        self.ingest: IngestService | None = None
 
     # -- partitions ------------------------------------------------------
 
@@ -126,17 +128,6 @@ class Pipeline:
     def on_rebalance(self) -> None:
         """Partitions moved: the index is rebuilt from the recovered table before next use."""
         self.index.invalidate()
-        self.ingested.clear()
-
-    def ingest_handled(self, tp: TP, next_offset: int) -> None:
-        """Ingest has handled (produced or dead-lettered) ``tp``'s records before ``next_offset``."""
-        if next_offset > self.ingested.get(tp, -1):
-            self.ingested[tp] = next_offset
-
-    def active_values_partitions(self) -> list[TP]:
-        """The collectd input partitions this worker's ingest actively owns."""
-        name = self.topics.names.values
-        return sorted((tp for tp in self.app.assignor.assigned_actives() if tp.topic == name), key=lambda tp: tp.partition)
 
     def ensure_index(self) -> None:
         if self.index.built:

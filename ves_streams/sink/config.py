@@ -162,6 +162,35 @@ class KafkaSecurity:
         if self.security_protocol not in allowed:
             raise SinkConfigError(f"Kafka security protocol {self.security_protocol!r}: use one of {', '.join(allowed)}")
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> KafkaSecurity:
+        """From :class:`ves_streams.settings.Settings` attributes (``kafka_*``; a missing one keeps the default).
+
+        Shared by every aiokafka client the project runs beside Faust's own
+        (the sink's, ingest's), so they all reach the same secured cluster.
+        """
+
+        def get(name: str, default: Any = None) -> Any:
+            value = getattr(settings, name, None)
+            return default if value is None else value
+
+        password = get("kafka_sasl_password")
+        if password is not None:
+            if hasattr(password, "reveal"):
+                password = password.reveal()
+            elif hasattr(password, "get_secret_value"):
+                password = password.get_secret_value()
+            password = _secret(str(password))
+        return cls(
+            security_protocol=str(get("kafka_security_protocol", "PLAINTEXT")),
+            sasl_mechanism=_opt_str(get("kafka_sasl_mechanism")),
+            sasl_plain_username=_opt_str(get("kafka_sasl_username")),
+            sasl_plain_password=password,
+            ssl_cafile=_opt_str(get("kafka_ssl_cafile")),
+            ssl_certfile=_opt_str(get("kafka_ssl_certfile")),
+            ssl_keyfile=_opt_str(get("kafka_ssl_keyfile")),
+        )
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``AIOKafkaConsumer``/``AIOKafkaProducer``."""
         kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
@@ -288,15 +317,7 @@ class SinkConfig:
                 max_attempts=_attempts(int(get("sink_retry_max", 0))),
             ),
             session_timeout_ms=int(float(get("session_timeout", 10.0)) * 1000),
-            kafka_security=KafkaSecurity(
-                security_protocol=str(get("kafka_security_protocol", "PLAINTEXT")),
-                sasl_mechanism=_opt_str(get("kafka_sasl_mechanism")),
-                sasl_plain_username=_opt_str(get("kafka_sasl_username")),
-                sasl_plain_password=reveal(get("kafka_sasl_password")),
-                ssl_cafile=_opt_str(get("kafka_ssl_cafile")),
-                ssl_certfile=_opt_str(get("kafka_ssl_certfile")),
-                ssl_keyfile=_opt_str(get("kafka_ssl_keyfile")),
-            ),
+            kafka_security=KafkaSecurity.from_settings(settings),
         )
 
 
