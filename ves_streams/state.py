@@ -278,19 +278,31 @@ class SampleStore:
     Every mutating method must run while the Faust stream is processing a
     record of ``partition`` (Faust writes a table change to the changelog
     partition of the record being processed).
+
+    ``local`` is where :meth:`apply` writes: by default the table itself; the
+    agents pass the Faust table's local store (``table.data``: RocksDB, no
+    changelog) and produce the changes :meth:`apply` returns to the changelog
+    themselves, in one go. Faust's per-key changelog path (a future, a
+    buffered task and a RocksDB offset write per key) cost more than the rest
+    of the stage together at ~70 series per host and interval.
     """
 
-    def __init__(self, table: MutableMapping[bytes, bytes], index: HostIndex) -> None:
+    def __init__(
+        self, table: MutableMapping[bytes, bytes], index: HostIndex, local: MutableMapping[bytes, bytes] | None = None
+    ) -> None:
         self.table = table
         self.index = index
+        self.local = table if local is None else local
 
-    def apply(self, partition: int, value_lists: Iterable[ValueList]) -> int:
-        """Keep each series' newest value list; returns how many series changed.
+    def apply(self, partition: int, value_lists: Iterable[ValueList]) -> list[tuple[bytes, bytes]]:
+        """Keep each series' newest value list; returns the ``(key, value)`` pairs written.
 
         A value list older than the one held (a replay after a restart, or
-        out-of-order delivery) is ignored, so state never goes backwards.
+        out-of-order delivery) is ignored, so state never goes backwards, and
+        one equal to it is not written again.
         """
-        changed = 0
+        changes: list[tuple[bytes, bytes]] = []
+        local = self.local
         for vl in value_lists:
             key = series_key(vl)
             held = self.index.get(partition, vl.host, key)
@@ -298,10 +310,11 @@ class SampleStore:
                 continue
             if held == vl:
                 continue
-            self.table[key] = encode_value_list(vl)
+            value = encode_value_list(vl)
+            local[key] = value
             self.index.put(partition, key, vl)
-            changed += 1
-        return changed
+            changes.append((key, value))
+        return changes
 
     def expire(self, partition: int, now: float) -> list[bytes]:
         """Delete (tombstone) every series of ``partition`` expired at ``now``."""

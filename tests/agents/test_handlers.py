@@ -284,7 +284,7 @@ def test_marker_is_written_after_the_events_were_produced() -> None:
             writes.append("marker" if key == marker_key(0) else "series")
             super().__setitem__(key, value)
 
-    p.table = p.store.table = Table()
+    p.table = p.store.table = p.store.local = Table()
 
     async def scenario() -> None:
         await handle_samples(p, samples_message(p, host, 995.0))
@@ -295,6 +295,42 @@ def test_marker_is_written_after_the_events_were_produced() -> None:
     run(scenario())
     assert writes == ["series", "series", "--", "marker"]
     assert p.order == ["ves-events"]
+
+
+def test_series_go_to_the_tables_local_store_and_to_its_changelog_partition_directly() -> None:
+    """A Faust table's per-key changelog path is bypassed: local store write, then one produce per change."""
+    local: dict[bytes, bytes] = {}
+    produced: list[tuple[str, bytes, bytes, int]] = []
+
+    class Producer:
+        async def send(self, topic: str, key: bytes, value: bytes, partition: int, ts: Any, headers: Any, **kw: Any) -> Any:
+            produced.append((topic, key, value, partition))
+            return _done()
+
+    class FaustLikeTable(dict[bytes, bytes]):
+        data = local
+        changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-samples-state-changelog")
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            raise AssertionError("a series write took Faust's per-key changelog path")
+
+    class OnePipeline(Pipeline):
+        def active_samples_partitions(self) -> list[int]:
+            return [0, 1, 2, 3]
+
+    p = RecordingPipeline(StubRenderer())
+    table = FaustLikeTable()
+    p2 = OnePipeline(SimpleNamespace(producer=Producer()), p.settings, p.topics, p.renderer, p.metrics, table)  # type: ignore[arg-type]
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 2)
+    value = orjson.dumps([values_json(host, 1005.0), values_json(host, 1005.0, ti="user")])
+    run(handle_samples(p2, message(value, topic="app-samples", partition=2, key=host.encode())))
+    assert sorted(local) == sorted(k for _, k, _, _ in produced)
+    assert len(produced) == 2
+    assert {(t, part) for t, _, _, part in produced} == {("app-samples-state-changelog", 2)}
+    assert [local[k] == v for _, k, v, _ in produced] == [True, True]
+    # the same value lists again (a replay) change nothing and produce nothing
+    run(handle_samples(p2, message(value, topic="app-samples", partition=2, key=host.encode())))
+    assert len(produced) == 2
 
 
 def test_windows_missed_by_a_dead_owner_are_backfilled_with_their_own_ids() -> None:

@@ -58,10 +58,10 @@ def test_host_partition_is_kafkas_default_partitioner() -> None:
 def test_store_keeps_one_record_per_series_and_the_newest_value() -> None:
     table: dict[bytes, bytes] = {}
     store = SampleStore(table, HostIndex())
-    assert store.apply(0, [vl(time=100, value=1), vl(ti="user", time=100)]) == 2
-    assert store.apply(0, [vl(time=90, value=5)]) == 0  # older: replay after a restart, ignored
-    assert store.apply(0, [vl(time=100, value=1)]) == 0  # identical: no changelog write
-    assert store.apply(0, [vl(time=110, value=2)]) == 1
+    assert len(store.apply(0, [vl(time=100, value=1), vl(ti="user", time=100)])) == 2
+    assert store.apply(0, [vl(time=90, value=5)]) == []  # older: replay after a restart, ignored
+    assert store.apply(0, [vl(time=100, value=1)]) == []  # identical: no changelog write
+    assert [k for k, _ in store.apply(0, [vl(time=110, value=2)])] == [series_key(vl())]
     assert len(table) == 2
     assert decode_value_list(table[series_key(vl())]).values[0] == 2
     assert [s.value for s in store.samples(0, "h1") if s.type_instance == "idle"] == [2]

@@ -93,7 +93,8 @@ async def handle_samples(pipeline: Pipeline, message: Message) -> None:
     except MalformedInput as exc:
         await pipeline.dead_letter(deadletter.malformed_input(message.key, message.value, exc.reason, STAGE, source), STAGE)
         return
-    pipeline.store.apply(message.partition, value_lists)
+    changes = pipeline.store.apply(message.partition, value_lists)
+    await pipeline.write_changelog(message.partition, changes)
 
 
 async def render_partition(pipeline: Pipeline, partition: int, tick: Tick, source: deadletter.Source) -> None:

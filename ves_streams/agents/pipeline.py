@@ -99,7 +99,14 @@ class Pipeline:
         self.metrics = metrics
         self.table = table
         self.index = HostIndex()
+        # A Faust table: value lists are written to its local store and their
+        # changelog records produced in bulk (write_changelog); a plain mapping
+        # (unit tests) is written directly.
+        # Both are looked up on first use (table.data opens Faust's store).
+        self.changelog_topic: str | None = None
+        self._faust_table = hasattr(table, "changelog_topic") and hasattr(table, "data")
         self.store = SampleStore(table, self.index)
+        self.changelog_failures = 0
         self.max_backfill = MAX_BACKFILL_WINDOWS
         self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
         #: with exactly_once, keeps Faust's commits out of a record's processing (commit_gate.py)
@@ -130,6 +137,10 @@ class Pipeline:
         self.index.invalidate()
 
     def ensure_index(self) -> None:
+        if self._faust_table:
+            self._faust_table = False
+            self.changelog_topic = self.table.changelog_topic.get_topic_name()
+            self.store.local = self.table.data
         if self.index.built:
             return
         partitions = self.active_samples_partitions()
@@ -173,6 +184,39 @@ class Pipeline:
         return await self.app.producer.send(
             topic.get_topic_name(), record.key, record.value, partition, None, record.headers, transactional_id=tid
         )
+
+    async def write_changelog(self, partition: int, changes: list[tuple[bytes, bytes]]) -> None:
+        """Produce state changes to the table's changelog partition ``partition``.
+
+        The counterpart of :class:`~ves_streams.state.SampleStore`'s local
+        writes. Like Faust's own changelog writes these are not awaited here;
+        with ``exactly_once`` they join the transaction of the record being
+        processed. A failed write is logged and counted: the series is written
+        again with its next value list (collectd sends every series every
+        interval), and a worker that took the partition over meanwhile renders
+        from what the changelog had.
+        """
+        topic = self.changelog_topic
+        if topic is None or not changes:
+            return
+        tid = None
+        if self.exactly_once:
+            event = current_event()
+            if event is not None:
+                tid = self.transactional_id(event.message.tp)
+        send = self.app.producer.send
+        for key, value in changes:
+            future = await send(topic, key, value, partition, None, None, transactional_id=tid)
+            future.add_done_callback(self._changelog_written)
+
+    def _changelog_written(self, future: Any) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.changelog_failures += 1
+            log.warning("a state changelog write failed (the series is written again with its next value): %s: %s",
+                        type(exc).__name__, exc)  # fmt: skip
 
     async def dead_letter(self, record: OutputRecord, stage: str, *, source: TP | None = None) -> Awaitable[Any]:
         self.metrics.dead_letters.labels(stage).inc()
