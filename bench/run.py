@@ -240,10 +240,16 @@ def _ingest_phase(
     _say(f"  faust passthrough: {faust.rate:,.0f}/s ({faust.per_cpu_second:,.0f} per CPU-s)"
          + (f", error: {faust.error}" if faust.error else ""))  # fmt: skip
     runs: dict[int, list[dict[str, Any]]] = {}
+
+    async def load(worker_topic: str) -> None:
+        # the same backlog again, into the workers' own topic once they are all ready
+        await broker.create_topics([worker_topic])
+        await preload(broker.bootstrap, worker_topic, capture, host_names(hosts), rounds, PARTITIONS)
+
     for workers in (1, 2):
         app_id = f"{run_id}-n{hosts}-w{workers}"
         result = run_workers(broker, topic, app_id, workers, hosts, loaded.messages, args.time_box, work_dir,
-                             args.topology, extra_env=args.worker_env)  # fmt: skip
+                             args.topology, extra_env=args.worker_env, load=load)  # fmt: skip
         runs[workers] = [result.as_dict()]
         _say(f"  ves-streams x{workers}: {result.rate:,.0f}/s ({result.per_cpu_second:,.0f} per CPU-s), "
              f"{'complete' if result.complete else 'time-boxed'}, RSS {max(result.peak_rss_mb or [0]):.0f} MB"

@@ -32,7 +32,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,14 +234,23 @@ def run_workers(
     start_timeout: float = 120.0,
     profile: Path | None = None,
     extra_env: Mapping[str, str] | None = None,
+    load: Callable[[str], Awaitable[Any]] | None = None,
 ) -> IngestResult:
     """Start ``workers`` ves-streams workers (role ``process``) on ``topic`` and time them.
+
+    With ``load``, the workers read a topic of their own instead, empty until
+    every worker is ready; then ``load(that topic)`` publishes the backlog
+    into it. Ingest works through a backlog faster than a second worker
+    starts (~20,000 value lists/s), so on a ready backlog the first worker
+    would finish it alone before the window opened.
 
     With ``profile``, the first worker runs under pyinstrument and writes its session there.
     ``extra_env`` is added to the workers' environment (e.g. Faust settings such as
     ``PRODUCER_LINGER``, which Faust reads from the environment).
     """
     samples_topic = f"{app_id}-samples"
+    if load is not None:
+        topic = f"{app_id}-collectd"
     ports = free_ports(workers)
     procs = [
         WorkerProcess(
@@ -261,7 +270,9 @@ def run_workers(
     try:
         for proc in procs:
             proc.start()
-        result = asyncio.run(_time_window(broker, procs, topic, samples_topic, hosts, backlog, time_box, start_timeout))
+        result = asyncio.run(
+            _time_window(broker, procs, topic, samples_topic, hosts, backlog, time_box, start_timeout, load)
+        )
         # A finished backlog should end with no lag once the next periodic commit (2.8 s) happened.
         within = 6.0 if result.complete else 0.0
         lag = asyncio.run(broker.settled_lag(f"{app_id}-ingest", [topic], within=within))  # ingest's own group
@@ -286,14 +297,19 @@ async def _time_window(
     backlog: int,
     time_box: float,
     start_timeout: float,
+    load: Callable[[str], Awaitable[Any]] | None = None,
 ) -> IngestResult:
     async with EndOffsets(broker.bootstrap) as ends:
         deadline = time.monotonic() + start_timeout
+        loading: asyncio.Task[Any] | None = None
         while True:
             if time.monotonic() > deadline:
                 raise ProcessError(f"workers not ready and consuming after {start_timeout:.0f} s; see {procs[0].log_path}")
             first = await _progress(procs, topic, samples_topic, ends)
-            if first.values > 0 and all(await asyncio.gather(*(asyncio.to_thread(p.ready) for p in procs))):
+            ready = all(await asyncio.gather(*(asyncio.to_thread(p.ready) for p in procs)))
+            if ready and load is not None and loading is None:
+                loading = asyncio.ensure_future(load(topic))
+            if first.values > 0 and ready:
                 break
             await asyncio.sleep(POLL_SECONDS)
         for proc in procs:
@@ -313,6 +329,8 @@ async def _time_window(
                 break
             if last.at - first.at >= time_box:
                 break
+        if loading is not None:
+            await loading  # long done: it publishes far faster than ingest consumes
     seconds = last.at - first.at
     consumed_seconds = (values_done_at or last.at) - first.at
     return IngestResult(

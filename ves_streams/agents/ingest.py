@@ -226,6 +226,7 @@ class IngestService(Service):
         self._last_commit = 0.0
         #: bumped on every revoke: a batch fetched in an older generation is abandoned
         self._generation = 0
+        self._joined = False
         super().__init__(**kwargs)
 
     # -- what the render ticks and the probes ask -------------------------
@@ -248,8 +249,9 @@ class IngestService(Service):
         return int(await consumer.position(tp))
 
     def is_ready(self) -> bool:
+        """Running, and joined its consumer group at least once (an empty assignment counts)."""
         runner = self._runner
-        return self.started and not self.should_stop and runner is not None and not runner.done()
+        return self.started and not self.should_stop and self._joined and runner is not None and not runner.done()
 
     def lag(self) -> Iterator[tuple[str, int, int]]:
         """``(topic, partition, records not yet committed)`` of the owned partitions."""
@@ -451,4 +453,5 @@ class IngestService(Service):
             log.info("ingest: partitions revoked %s", sorted(tp.partition for tp in revoked))
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._joined = True
         log.info("ingest: partitions assigned %s", sorted(tp.partition for tp in assigned))
