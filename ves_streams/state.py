@@ -39,6 +39,7 @@ from ves_streams.collectd import Sample, ValueList
 __all__ = [
     "HostIndex",
     "SampleStore",
+    "decode_trusted_value_lists",
     "decode_value_list",
     "encode_value_list",
     "host_partition",
@@ -92,7 +93,48 @@ def encode_value_list(vl: ValueList) -> bytes:
 
 def decode_value_list(raw: bytes) -> ValueList:
     """Inverse of :func:`encode_value_list` (trusted input: our own table)."""
-    d = orjson.loads(raw)
+    return _value_list_of(orjson.loads(raw))
+
+
+def decode_trusted_value_lists(raw: bytes) -> list[ValueList] | None:
+    """The value lists of a samples record that ingest wrote, or None if it is not such a record.
+
+    Ingest validated every value list with ``collectd.parse_value_lists``;
+    re-validating them (the depth walk and per-field checks) cost the samples
+    stage as much as ingest's parse. A record this cannot read (not from
+    ingest, or from a version that wrote another layout) returns None, and
+    the caller parses it with the full parser, which dead-letters it with a
+    reason if it is malformed.
+    """
+    try:
+        items = orjson.loads(raw)
+        if type(items) is not list or not items:
+            return None
+        out = []
+        for d in items:
+            vl = _value_list_of(d)
+            # exactly what collectd.parse_value_lists would return, or the full parser decides
+            names = (vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance)
+            if not all(type(n) is str for n in names) or not (vl.host and vl.plugin and vl.type):
+                return None
+            if not (math.isfinite(vl.time) and math.isfinite(vl.interval) and vl.interval > 0) or not vl.values:
+                return None
+            for v in vl.values:
+                if v is not None and (type(v) is not float and type(v) is not int or not math.isfinite(v)):
+                    return None
+            out.append(vl)
+        return out
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return None
+
+
+def _value_list_of(d: dict) -> ValueList:  # type: ignore[type-arg]
+    values, dstypes, dsnames = d["values"], d["dstypes"], d["dsnames"]
+    if not (type(values) is list and type(dstypes) is list and type(dsnames) is list and len(values) == len(dstypes) == len(dsnames)):
+        raise ValueError("values, dstypes and dsnames must be lists of one length")
+    for t in type(d["time"]), type(d["interval"]):
+        if t is not float and t is not int:
+            raise ValueError("time and interval must be numbers")
     return ValueList(
         host=d["host"],
         plugin=d["plugin"],
@@ -101,9 +143,9 @@ def decode_value_list(raw: bytes) -> ValueList:
         type_instance=d["type_instance"],
         time=float(d["time"]),
         interval=float(d["interval"]),
-        values=tuple(d["values"]),
-        dstypes=tuple(d["dstypes"]),
-        dsnames=tuple(d["dsnames"]),
+        values=tuple(values),
+        dstypes=tuple(dstypes),
+        dsnames=tuple(dsnames),
     )
 
 

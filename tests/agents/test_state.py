@@ -133,3 +133,53 @@ def test_keys_kept_in_the_index_cost_their_size_not_an_allocator_page() -> None:
     tracemalloc.stop()
     assert len(keys) == 2000
     assert current / len(keys) < 200, f"{current / len(keys):.0f} bytes per key"
+
+
+# -- the samples stage's trusted decode -------------------------------------------
+
+
+def _capture() -> list[bytes]:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "collectd" / "compute-0.values.jsonl"
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def test_trusted_decode_of_ingest_output_equals_the_full_parse_on_the_real_capture() -> None:
+    from types import SimpleNamespace
+
+    from ves_streams.agents.ingest import ingest_batch
+    from ves_streams.collectd import parse_value_lists
+    from ves_streams.state import decode_trusted_value_lists
+
+    lines = _capture()
+    messages = [SimpleNamespace(topic="collectd", partition=0, offset=i, key=None, value=v) for i, v in enumerate(lines)]
+    batch = ingest_batch(messages, 4)
+    assert batch.dead_letters == [] and batch.value_lists == len(lines)
+    decoded = [vl for record in batch.records for vl in (decode_trusted_value_lists(record.value) or [])]
+    assert decoded == [vl for record in batch.records for vl in parse_value_lists(record.value)]
+    assert len(decoded) == len(lines)
+
+
+def test_trusted_decode_declines_what_the_full_parser_would_normalise_or_refuse() -> None:
+    import orjson
+
+    from ves_streams.state import decode_trusted_value_lists
+
+    good = {"values": [1.5], "dstypes": ["gauge"], "dsnames": ["value"], "time": 100.0, "interval": 10,
+            "host": "h", "plugin": "cpu", "plugin_instance": "0", "type": "percent", "type_instance": "idle"}  # fmt: skip
+    assert decode_trusted_value_lists(orjson.dumps([good])) is not None
+    declined = [
+        orjson.dumps(good),  # an object, not ingest's array
+        orjson.dumps([{**good, "plugin_instance": None}]),  # the parser makes it ""
+        orjson.dumps([{k: v for k, v in good.items() if k != "dstypes"}]),  # the parser defaults to gauge
+        orjson.dumps([{**good, "values": [True]}]),
+        orjson.dumps([{**good, "values": ["1"]}]),
+        orjson.dumps([{**good, "time": "100"}]),
+        orjson.dumps([{**good, "interval": 0}]),
+        orjson.dumps([{**good, "host": ""}]),
+        orjson.dumps([{**good, "values": [1, 2]}]),  # lengths differ
+        b"[]",
+        b"not json",
+    ]
+    assert [decode_trusted_value_lists(raw) for raw in declined] == [None] * len(declined)

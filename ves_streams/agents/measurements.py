@@ -44,6 +44,7 @@ from ves_streams.agents import deadletter
 from ves_streams.agents.pipeline import Pipeline, header
 from ves_streams.collectd import MalformedInput, parse_value_lists
 from ves_streams.identity import Interval, heartbeat_due, intervals_to_render, next_boundary
+from ves_streams.state import decode_trusted_value_lists
 from ves_streams.topics import HEADER_KIND, KIND_TICK
 
 if TYPE_CHECKING:
@@ -88,11 +89,14 @@ async def handle_samples(pipeline: Pipeline, message: Message) -> None:
             return
         await render_partition(pipeline, message.partition, tick, source)
         return
-    try:
-        value_lists = parse_value_lists(message.value)
-    except MalformedInput as exc:
-        await pipeline.dead_letter(deadletter.malformed_input(message.key, message.value, exc.reason, STAGE, source), STAGE)
-        return
+    value_lists = decode_trusted_value_lists(message.value)
+    if value_lists is None:  # not as ingest writes it: the full parser, and its reason if malformed
+        try:
+            value_lists = parse_value_lists(message.value)
+        except MalformedInput as exc:
+            letter = deadletter.malformed_input(message.key, message.value, exc.reason, STAGE, source)
+            await pipeline.dead_letter(letter, STAGE)
+            return
     changes = pipeline.store.apply(message.partition, value_lists)
     await pipeline.write_changelog(message.partition, changes)
 

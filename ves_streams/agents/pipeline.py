@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from faust import current_event
 
 from ves_streams.agents import deadletter
+from ves_streams.agents.batches import send_to_partition
 from ves_streams.agents.commit_gate import CommitGate
 from ves_streams.agents.render import Rendered, Renderer
 from ves_streams.identity import OutputRecord, event_record
@@ -204,10 +205,22 @@ class Pipeline:
             event = current_event()
             if event is not None:
                 tid = self.transactional_id(event.message.tp)
-        send = self.app.producer.send
-        for key, value in changes:
-            future = await send(topic, key, value, partition, None, None, transactional_id=tid)
+        plain = None if tid is not None else self._plain_producer()
+        if plain is not None:
+            futures = await send_to_partition(plain, topic, partition, ((k, v, ()) for k, v in changes))
+        else:
+            send = self.app.producer.send
+            futures = [await send(topic, key, value, partition, None, None, transactional_id=tid) for key, value in changes]
+        for future in futures:
             future.add_done_callback(self._changelog_written)
+
+    def _plain_producer(self) -> Any:
+        """The aiokafka producer under Faust's (outside transactions), for batch sends; None if unavailable."""
+        ensure = getattr(self.app.producer, "_ensure_producer", None)
+        if ensure is None:
+            return None
+        producer = ensure()
+        return producer if hasattr(producer, "send_batch") else None
 
     def _changelog_written(self, future: Any) -> None:
         if future.cancelled():
