@@ -324,12 +324,15 @@ def test_series_go_to_the_tables_local_store_and_to_its_changelog_partition_dire
     host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 2)
     value = orjson.dumps([values_json(host, 1005.0), values_json(host, 1005.0, ti="user")])
     run(handle_samples(p2, message(value, topic="app-samples", partition=2, key=host.encode())))
+    assert len(local) == 2 and produced == []  # collected, queued by the next flush (one batch per partition)
+    run(p2.flush_changelog())
     assert sorted(local) == sorted(k for _, k, _, _ in produced)
     assert len(produced) == 2
     assert {(t, part) for t, _, _, part in produced} == {("app-samples-state-changelog", 2)}
     assert [local[k] == v for _, k, v, _ in produced] == [True, True]
     # the same value lists again (a replay) change nothing and produce nothing
     run(handle_samples(p2, message(value, topic="app-samples", partition=2, key=host.encode())))
+    run(p2.flush_changelog())
     assert len(produced) == 2
 
 

@@ -67,6 +67,7 @@ def register_processing(
 
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await pipeline.flush_changelog()  # before the partitions' next owner recovers them
         pipeline.on_rebalance()
 
     @app.on_partitions_assigned.connect

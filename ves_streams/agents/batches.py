@@ -44,5 +44,6 @@ async def send_to_partition(producer: Any, topic: str, partition: int, records: 
                 continue
         futures.append(await producer.send(topic, value, key, partition=partition, headers=headers or None))
     if batch.record_count():
+        batch.close()  # complete: drained at once instead of lingering for send() to fill it
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures

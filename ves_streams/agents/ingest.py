@@ -287,6 +287,8 @@ class IngestService(Service):
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": LINGER_MS,
+            # one record batch per samples partition per ingest batch (see batches.py)
+            "max_batch_size": 1024 * 1024,
             "max_request_size": 4 * 1024 * 1024,
         }
         if self.exactly_once:

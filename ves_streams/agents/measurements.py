@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ves_streams.agents import deadletter
-from ves_streams.agents.pipeline import Pipeline, header
+from ves_streams.agents.pipeline import CHANGELOG_FLUSH_SECONDS, Pipeline, header
 from ves_streams.collectd import MalformedInput, parse_value_lists
 from ves_streams.identity import Interval, heartbeat_due, intervals_to_render, next_boundary
 from ves_streams.state import decode_trusted_value_lists
@@ -103,6 +103,7 @@ async def handle_samples(pipeline: Pipeline, message: Message) -> None:
 
 async def render_partition(pipeline: Pipeline, partition: int, tick: Tick, source: deadletter.Source) -> None:
     """Render the windows a tick asks for, for every host of ``partition``."""
+    await pipeline.flush_changelog()  # the state a window renders is on its way to the changelog first
     interval = pipeline.settings.interval
     windows = intervals_to_render(pipeline.store.marker(partition), tick.end, interval, pipeline.max_backfill)
     metrics = pipeline.metrics
@@ -293,5 +294,16 @@ def register(pipeline: Pipeline) -> Any:
     @app.task
     async def render_ticks() -> None:
         await tick_loop(pipeline)
+
+    @app.task
+    async def flush_changelog() -> None:
+        while not app.should_stop:
+            await asyncio.sleep(CHANGELOG_FLUSH_SECONDS)
+            try:
+                await pipeline.flush_changelog()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the producer is restarting: the records are lost like a failed write
+                log.warning("queueing state changelog records failed", exc_info=True)
 
     return measurements

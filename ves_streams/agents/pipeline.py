@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 #: At most this many windows missed by a failed owner are rendered when a
 #: partition is taken over (older gaps stay gaps; see measurements.py).
 MAX_BACKFILL_WINDOWS = 10
+#: Changelog records are queued at least this often, and whenever this many are pending.
+CHANGELOG_FLUSH_SECONDS = 0.1
+CHANGELOG_FLUSH_RECORDS = 5000
 #: An event larger than this is dead-lettered (the producer refuses records over 1 MB).
 MAX_EVENT_BYTES = 900 * 1024
 
@@ -108,6 +111,9 @@ class Pipeline:
         self._faust_table = hasattr(table, "changelog_topic") and hasattr(table, "data")
         self.store = SampleStore(table, self.index)
         self.changelog_failures = 0
+        #: changelog partition -> changes not yet queued (at-least-once; see write_changelog)
+        self._changelog_pending: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._changelog_pending_count = 0
         self.max_backfill = MAX_BACKFILL_WINDOWS
         self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
         #: with exactly_once, keeps Faust's commits out of a record's processing (commit_gate.py)
@@ -190,29 +196,52 @@ class Pipeline:
         """Produce state changes to the table's changelog partition ``partition``.
 
         The counterpart of :class:`~ves_streams.state.SampleStore`'s local
-        writes. Like Faust's own changelog writes these are not awaited here;
-        with ``exactly_once`` they join the transaction of the record being
-        processed. A failed write is logged and counted: the series is written
-        again with its next value list (collectd sends every series every
-        interval), and a worker that took the partition over meanwhile renders
-        from what the changelog had.
+        writes. With ``exactly_once`` each change is sent at once, in the
+        transaction of the record being processed. Otherwise changes are
+        collected per partition and sent as one record batch per partition
+        by :meth:`flush_changelog` (every ``CHANGELOG_FLUSH_SECONDS``, at
+        ``CHANGELOG_FLUSH_RECORDS`` pending, before a render tick and on
+        rebalance): aiokafka queues one batch per partition at a time, so a
+        batch per samples record waited a broker round trip each.
+
+        Durability is Faust's own for table changes: the changelog is written
+        after the local store, not awaited, and a failed write is logged and
+        counted. Collectd sends every series every interval, so the next
+        value list writes it again; a worker that took the partition over in
+        between renders from what the changelog had.
         """
         topic = self.changelog_topic
         if topic is None or not changes:
             return
-        tid = None
         if self.exactly_once:
             event = current_event()
-            if event is not None:
-                tid = self.transactional_id(event.message.tp)
-        plain = None if tid is not None else self._plain_producer()
-        if plain is not None:
-            futures = await send_to_partition(plain, topic, partition, ((k, v, ()) for k, v in changes))
-        else:
+            tid = self.transactional_id(event.message.tp) if event is not None else None
             send = self.app.producer.send
-            futures = [await send(topic, key, value, partition, None, None, transactional_id=tid) for key, value in changes]
-        for future in futures:
-            future.add_done_callback(self._changelog_written)
+            for key, value in changes:
+                future = await send(topic, key, value, partition, None, None, transactional_id=tid)
+                future.add_done_callback(self._changelog_written)
+            return
+        self._changelog_pending.setdefault(partition, []).extend(changes)
+        self._changelog_pending_count += len(changes)
+        if self._changelog_pending_count >= CHANGELOG_FLUSH_RECORDS:
+            await self.flush_changelog()
+
+    async def flush_changelog(self) -> None:
+        """Queue the collected changelog records to the producer, one batch per partition."""
+        pending, self._changelog_pending = self._changelog_pending, {}
+        self._changelog_pending_count = 0
+        topic = self.changelog_topic
+        if not pending or topic is None:
+            return
+        producer = self._plain_producer()
+        for partition, changes in pending.items():
+            if producer is not None:
+                futures = await send_to_partition(producer, topic, partition, ((k, v, []) for k, v in changes))
+            else:
+                send = self.app.producer.send
+                futures = [await send(topic, k, v, partition, None, None) for k, v in changes]
+            for future in futures:
+                future.add_done_callback(self._changelog_written)
 
     def _plain_producer(self) -> Any:
         """The aiokafka producer under Faust's (outside transactions), for batch sends; None if unavailable."""
