@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
@@ -62,6 +62,7 @@ from ves_streams.agents import deadletter
 from ves_streams.agents.batches import send_to_partition
 from ves_streams.broker_wait import bootstrap_servers
 from ves_streams.collectd import MalformedInput, ValueList, parse_value_lists
+from ves_streams.consumer_loop import RebalanceForwarder, stop_task
 from ves_streams.identity import OutputRecord
 from ves_streams.state import host_partition
 from ves_streams.topics import HEADER_KIND, KIND_VALUES
@@ -197,17 +198,6 @@ def ingest_batch(messages: Sequence[InputMessage], partitions: int) -> IngestBat
     return batch
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
-    def __init__(self, service: IngestService) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._service._on_revoked(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._service._on_assigned(list(assigned))
-
-
 class IngestService(Service):
     """The ingest loop of one worker; see the module docstring.
 
@@ -311,7 +301,7 @@ class IngestService(Service):
                 heartbeat_interval_ms=max(100, min(3000, session_ms // 4)),
                 **security,
             )
-            self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+            self._consumer.subscribe([self.topic], listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
             await self._consumer.start()
         except BaseException:
             await self._close_io()
@@ -322,14 +312,7 @@ class IngestService(Service):
 
     async def on_stop(self) -> None:
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            try:
-                await runner
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # already logged by _run_guarded
-                pass
+        await stop_task(runner, log)
         if self._consumer is not None and not self.exactly_once:
             await self._commit(force=True)
         await self._close_io()
@@ -455,7 +438,7 @@ class IngestService(Service):
         self._last_commit = time.monotonic()
         self._committed.update(due)
 
-    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # The batch in flight finishes (its outputs acknowledged) before the partitions go,
         # so the new owner starts exactly where this worker's outputs end.
         async with self._batch_lock:
@@ -468,6 +451,6 @@ class IngestService(Service):
         if revoked:
             log.info("ingest: partitions revoked %s", sorted(tp.partition for tp in revoked))
 
-    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._joined = True
         log.info("ingest: partitions assigned %s", sorted(tp.partition for tp in assigned))

@@ -174,18 +174,11 @@ class KafkaSecurity:
             value = getattr(settings, name, None)
             return default if value is None else value
 
-        password = get("kafka_sasl_password")
-        if password is not None:
-            if hasattr(password, "reveal"):
-                password = password.reveal()
-            elif hasattr(password, "get_secret_value"):
-                password = password.get_secret_value()
-            password = _secret(str(password))
         return cls(
             security_protocol=str(get("kafka_security_protocol", "PLAINTEXT")),
             sasl_mechanism=_opt_str(get("kafka_sasl_mechanism")),
             sasl_plain_username=_opt_str(get("kafka_sasl_username")),
-            sasl_plain_password=password,
+            sasl_plain_password=_revealed(get("kafka_sasl_password")),
             ssl_cafile=_opt_str(get("kafka_ssl_cafile")),
             ssl_certfile=_opt_str(get("kafka_ssl_certfile")),
             ssl_keyfile=_opt_str(get("kafka_ssl_keyfile")),
@@ -273,15 +266,6 @@ class SinkConfig:
             value = getattr(settings, name, None)
             return default if value is None else value
 
-        def reveal(value: Any) -> Secret | None:
-            if value is None:
-                return None
-            if hasattr(value, "reveal"):
-                value = value.reveal()
-            elif hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            return _secret(str(value))
-
         url = get("collector_url")
         if not url:
             raise SinkConfigError("collector URL (VES_STREAMS_COLLECTOR_URL) is not set")
@@ -298,7 +282,7 @@ class SinkConfig:
                 url=str(url),
                 backup_url=_opt_str(get("collector_backup_url")),
                 username=_opt_str(get("collector_username")),
-                password=reveal(get("collector_password")),
+                password=_revealed(get("collector_password")),
                 ca_bundle=_opt_str(get("collector_ca_bundle")),
                 client_cert=_opt_str(get("collector_client_cert")),
                 client_key=_opt_str(get("collector_client_key")),
@@ -319,6 +303,17 @@ class SinkConfig:
             session_timeout_ms=int(float(get("session_timeout", 10.0)) * 1000),
             kafka_security=KafkaSecurity.from_settings(settings),
         )
+
+
+def _revealed(value: Any) -> Secret | None:
+    """A settings secret (ours, pydantic's, or a plain string) as this module's :class:`Secret`."""
+    if value is None:
+        return None
+    if hasattr(value, "reveal"):
+        value = value.reveal()
+    elif hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    return _secret(str(value))
 
 
 def _attempts(retries: int) -> int:

@@ -44,14 +44,14 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from mode import Service
 
+from ves_streams.consumer_loop import RebalanceForwarder, stop_task
 from ves_streams.sink import metrics
 from ves_streams.sink.batching import Batch, Batcher
 from ves_streams.sink.client import VesHttpClient
@@ -78,17 +78,6 @@ class _Pipeline:
     batcher: Batcher
     tracker: OffsetTracker[TopicPartition] = field(default_factory=OffsetTracker)
     ready: deque[Batch] = field(default_factory=deque)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
-    def __init__(self, service: SinkService) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._service._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._service._on_assigned(set(assigned))
 
 
 class SinkService(Service):
@@ -150,7 +139,7 @@ class SinkService(Service):
             )
             await self._producer.start()
             self._consumer = AIOKafkaConsumer(**self._consumer_options(security))
-            self._consumer.subscribe([cfg.events_topic], listener=_Rebalance(self))
+            self._consumer.subscribe([cfg.events_topic], listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
             await self._consumer.start()
         except BaseException:
             await self._close_io()
@@ -188,14 +177,7 @@ class SinkService(Service):
     async def on_stop(self) -> None:
         """Stop the loop (the batch in flight is abandoned, uncommitted), then close everything."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            try:
-                await runner
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # already logged by _run_guarded
-                pass
+        await stop_task(runner, logger)
         await self._close_io()
 
     async def _close_io(self) -> None:
