@@ -23,13 +23,14 @@ def _app(role: str):  # type: ignore[no-untyped-def]
 
 def test_process_role_defines_the_agents_and_the_state_table_but_no_sink() -> None:
     _, app = _app("process")
-    assert sorted(app.agents) == ["ves_streams.faults", "ves_streams.measurements"]
+    assert sorted(app.agents) == ["ves_streams.measurements"]
     assert list(app.tables) == ["samples-state"]
     # ingest is a batched aiokafka loop in its own group, started by the worker like the sink
     [ingest] = app._extra_services
     assert type(ingest).__name__ == "IngestService"
     assert ingest.group_id == "roles-process-ingest"
     assert ingest.topic == "collectd"
+    assert ingest.notifications_topic == "collectd-notifications"  # faults are ingest's too (see faults.py)
     assert app.conf.producer_linger == PRODUCER_LINGER  # batches produce requests (Faust's default is 0)
 
 
@@ -43,7 +44,7 @@ def test_sink_role_defines_no_agent_and_no_table() -> None:
 
 def test_all_role_processes_and_sinks() -> None:
     settings, app = _app("all")
-    assert len(app.agents) == 2
+    assert list(app.agents) == ["ves_streams.measurements"]
     assert [type(s).__name__ for s in app._extra_services] == ["IngestService", "SinkService"]
     sink = app._extra_services[1]
     assert sink.config.events_topic == settings.events_topic

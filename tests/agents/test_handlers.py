@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from faust.types import TP
 
 from ves_streams.agents import deadletter
-from ves_streams.agents.faults import handle_notifications
+from ves_streams.agents.faults import fault_outputs
 from ves_streams.agents.ingest import ingest_batch, samples_records
 from ves_streams.agents.measurements import Tick, decode_tick, encode_tick, handle_samples, render_partition
 from ves_streams.agents.pipeline import Pipeline
@@ -71,7 +71,7 @@ class StubRenderer:
 class RecordingPipeline(Pipeline):
     def __init__(self, renderer: StubRenderer, active: list[int] | None = None) -> None:
         settings = Settings.from_env({"VES_STREAMS_INTERVAL": "10", "VES_STREAMS_PARTITIONS": "4"})
-        names = SimpleNamespace(samples="app-samples")
+        names = SimpleNamespace(samples="app-samples", notifications="collectd-notifications")
         topics = SimpleNamespace(
             names=names,
             events=SimpleNamespace(name="ves-events"),
@@ -460,18 +460,51 @@ def test_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
 def test_notification_becomes_one_fault_event_keyed_by_host() -> None:
     p = RecordingPipeline(StubRenderer())
     raw = orjson.dumps({"host": "compute-0", "plugin": "cpu", "severity": "FAILURE", "message": "hot", "time": 1000.5})
-    run(handle_notifications(p, message(raw, topic="collectd-notifications")))
-    [event] = p.events()
+    [(is_event, event)] = fault_outputs(p, message(raw, topic="collectd-notifications"))
+    assert is_event
     assert event.key == b"compute-0"
     assert dict(event.headers)["ves-domain"] == b"fault"
 
 
 def test_malformed_notification_is_dead_lettered() -> None:
     p = RecordingPipeline(StubRenderer())
-    run(handle_notifications(p, message(b'{"host": "h", "severity": "BAD", "time": 1}', topic="collectd-notifications")))
-    [dlq] = p.dead_letters()
+    [(is_event, dlq)] = fault_outputs(p, message(b'{"host": "h", "severity": "BAD", "time": 1}', topic="collectd-notifications"))
+    assert not is_event
     assert b"unknown severity" in dict(dlq.headers)["ves-streams-reason"]
-    assert p.events() == []
+    assert dict(dlq.headers)["ves-streams-stage"] == b"notifications"
+
+
+def test_ingest_turns_notifications_into_fault_events_beside_the_value_lists() -> None:
+    p = RecordingPipeline(StubRenderer())
+    notification = orjson.dumps({"host": "c1", "severity": "WARNING", "message": "m", "time": 5.0})
+    batch = [
+        message(orjson.dumps([values_json("a", 1)]), partition=0, offset=3),
+        message(notification, topic="collectd-notifications", partition=1, offset=8),
+        message(b"not json", topic="collectd-notifications", partition=1, offset=9),
+        message(orjson.dumps({"host": "c2", "severity": "OKAY", "time": 6.0}), topic="collectd-notifications", partition=2, offset=0),
+    ]
+    out = ingest_batch(batch, 4, p)
+    assert [r.key for r in out.records] == [b"a"]
+    assert [(e.key, dict(e.headers)["ves-event-id"]) for e in out.events] == [(b"c1", b"n-5.0"), (b"c2", b"n-6.0")]
+    [letter] = out.dead_letters
+    assert dict(letter.headers)["ves-streams-source-offset"] == b"9"
+    assert out.malformed_values == 0
+    assert out.counts == {"collectd": 1, "collectd-notifications": 3}
+    # the notification partitions' offsets are handled with the batch, the malformed one included
+    assert out.handled == {("collectd", 0): 4, ("collectd-notifications", 1): 10, ("collectd-notifications", 2): 1}
+
+
+def test_a_rule_engine_bug_on_a_notification_dead_letters_it_and_the_batch_goes_on() -> None:
+    class Exploding(StubRenderer):
+        def notification(self, notification: Notification) -> Rendered:
+            raise RuntimeError("boom")
+
+    p = RecordingPipeline(Exploding())
+    raw = orjson.dumps({"host": "c1", "severity": "WARNING", "time": 5.0})
+    out = ingest_batch([message(raw, topic="collectd-notifications"), message(orjson.dumps([values_json("a", 1)]))], 4, p)
+    [letter] = out.dead_letters
+    assert b"internal error: RuntimeError: boom" in dict(letter.headers)["ves-streams-reason"]
+    assert [r.key for r in out.records] == [b"a"] and out.events == []
 
 
 def test_an_event_too_big_or_not_json_is_dead_lettered_not_produced() -> None:

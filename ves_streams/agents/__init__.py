@@ -4,13 +4,14 @@
 
     collectd ──ingest──▶ <app id>-samples (keyed by host) ──measurements──▶ ves-events
                               ▲ ticks (each interval)        (state table)   ▲
-    collectd-notifications ──faults──────────────────────────────────────────┘
+    collectd-notifications ──ingest (faults)─────────────────────────────────┘
                  malformed input, render errors ──▶ ves-streams-dlq
 
 :func:`register_processing` creates the state table, the ingest service
 (:mod:`.ingest`: a batched aiokafka loop in the consumer group ``<app
-id>-ingest``) and the two agents (:mod:`.measurements`, :mod:`.faults`) on
-an app and returns their shared :class:`~.pipeline.Pipeline`. It is not called for
+id>-ingest`` that also turns notifications into fault events, see
+:mod:`.faults`) and the Faust agent (:mod:`.measurements`) on an app and
+returns their shared :class:`~.pipeline.Pipeline`. It is not called for
 ``VES_STREAMS_ROLE=sink``: a sink-only worker defines no agent, so it never
 joins the processing consumer group.
 """
@@ -21,7 +22,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ves_streams.agents import faults, ingest, measurements
+from ves_streams.agents import ingest, measurements
 from ves_streams.agents.pipeline import Pipeline
 from ves_streams.agents.render import Renderer
 from ves_streams.metrics import Metrics, Readiness
@@ -61,7 +62,6 @@ def register_processing(
     readiness.add("ingest", lambda: None if service.is_ready() else "ingest not running")
     metrics.add_lag_source(service.lag)
     measurements.register(pipeline)
-    faults.register(pipeline)
 
     state = {"assigned": False}
 
@@ -88,7 +88,7 @@ def register_processing(
 
     readiness.add("processing", processing_ready)
 
-    sources = {topics.names.notifications, topics.names.samples}
+    sources = {topics.names.samples}
 
     def lag() -> Iterator[tuple[str, int, int]]:
         consumer = app.consumer

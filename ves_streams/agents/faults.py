@@ -2,45 +2,53 @@
 
 The notification message is decoded here (either shape; malformed ones are
 dead-lettered with their bytes), rendered with the topology's event rules,
-and the events are produced to ``ves-events`` keyed by ``sourceName``. Their
-eventIds derive from the notification's content, so a notification
-processed twice (at-least-once after a crash) yields the same eventId.
+and the events go to ``ves-events`` keyed by ``sourceName``. Their eventIds
+derive from the notification's content, so a notification processed twice
+(at-least-once after a crash) yields the same eventId.
+
+**Why this is not a Faust agent.** The notifications are consumed by the
+ingest loop (:class:`~ves_streams.agents.ingest.IngestService`), beside the
+value lists, and their offsets are committed only after the broker
+acknowledged the fault events. As a Faust agent, one notification was lost
+at a takeover in the worker-kill drill (standby replicas off).
+faust-streaming's consumer has such a window: its fetch loop waits for
+``wait_first(deliver to the stream, suspend_flow)`` and records the offset
+as read either way, so a rebalance can cancel a delivery that is then
+skipped. Notifications are rare and each one matters, so they take the path
+whose commits we control.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ves_streams.agents import deadletter
-from ves_streams.agents.pipeline import Pipeline
 from ves_streams.collectd import MalformedInput, parse_notifications
+from ves_streams.identity import OutputRecord
 
 if TYPE_CHECKING:
-    from faust.types import Message
+    from ves_streams.agents.ingest import InputMessage
+    from ves_streams.agents.pipeline import Pipeline
 
-__all__ = ["handle_notifications", "register"]
+__all__ = ["STAGE", "fault_outputs"]
 
 STAGE = "notifications"
 
 
-async def handle_notifications(pipeline: Pipeline, message: Message) -> None:
+def fault_outputs(pipeline: Pipeline, message: InputMessage) -> list[tuple[bool, OutputRecord]]:
+    """What one notification message becomes, in order: ``(True, fault event)`` for ``ves-events``,
+    ``(False, dead letter)`` for the dead-letter topic. No I/O; never raises on data."""
     source = deadletter.Source(message.topic, message.partition, message.offset)
+    raw = message.value
     try:
-        notifications = parse_notifications(message.value)
+        if raw is None:
+            raise MalformedInput("empty record (no value)")
+        notifications = parse_notifications(raw)
     except MalformedInput as exc:
-        await pipeline.dead_letter(deadletter.malformed_input(message.key, message.value, exc.reason, STAGE, source), STAGE)
-        return
+        pipeline.metrics.dead_letters.labels(STAGE).inc()
+        return [(False, deadletter.malformed_input(message.key, raw, exc.reason, STAGE, source))]
+    out: list[tuple[bool, OutputRecord]] = []
     for notification in notifications:
         rendered = pipeline.renderer.notification(notification)
-        await pipeline.publish(rendered, stage="fault", source=source, original=message.value)
-
-
-def register(pipeline: Pipeline) -> Any:
-    app = pipeline.app
-
-    @app.agent(pipeline.topics.notifications, name="ves_streams.faults")
-    async def faults(stream: Any) -> None:
-        async for event in stream.events():
-            await pipeline.guard(STAGE, event.message, handle_notifications)
-
-    return faults
+        out += pipeline.outputs(rendered, stage="fault", source=source, original=raw)
+    return out

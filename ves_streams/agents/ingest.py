@@ -1,4 +1,4 @@
-"""Ingest: collectd value lists in, repartitioned by host out.
+"""Ingest: collectd value lists in, repartitioned by host out; notifications in, fault events out.
 
 ``write_kafka`` keys its messages randomly, so one host's value lists are
 spread over every partition of the ``collectd`` topic. Ingest decodes each
@@ -18,6 +18,11 @@ is a plain ``AIOKafkaConsumer.getmany`` loop in its own consumer group
 one samples record per host (:func:`ingest_batch`), so the stateful Faust
 stage downstream gets one record per host per batch instead of one per value
 list, and pays Faust's per-record cost a few times per host and interval.
+
+The same loop consumes ``collectd-notifications`` and produces each
+notification's fault events (:mod:`.faults`, which says why they left Faust
+too): they go out with the batch they were fetched in, under the same
+commit rule.
 
 What it guarantees:
 
@@ -58,7 +63,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from ves_streams.agents import deadletter
+from ves_streams.agents import deadletter, faults
 from ves_streams.agents.batches import send_to_partition
 from ves_streams.broker_wait import bootstrap_servers
 from ves_streams.collectd import MalformedInput, ValueList, parse_value_lists
@@ -121,12 +126,16 @@ class IngestBatch:
     """What one fetched batch of collectd records becomes."""
 
     records: list[SamplesRecord] = field(default_factory=list)
+    #: fault events for ``ves-events``, in the order of their notifications
+    events: list[OutputRecord] = field(default_factory=list)
     dead_letters: list[OutputRecord] = field(default_factory=list)
     #: input partition -> offset after its last record in the batch
     handled: dict[TopicPartition, int] = field(default_factory=dict)
     #: input topic -> records read
     counts: dict[str, int] = field(default_factory=dict)
     value_lists: int = 0
+    #: value-list records dead-lettered (the rest of ``dead_letters`` come from notifications)
+    malformed_values: int = 0
 
 
 def samples_records(
@@ -167,17 +176,24 @@ def _items(raw: bytes, value_lists: list[ValueList]) -> Iterator[tuple[str, byte
         yield vl.host, orjson.dumps(vl.to_json())
 
 
-def ingest_batch(messages: Sequence[InputMessage], partitions: int) -> IngestBatch:
+def ingest_batch(messages: Sequence[InputMessage], partitions: int, pipeline: Pipeline | None = None) -> IngestBatch:
     """Parse a batch of collectd records: samples records per host, dead letters for the rest.
 
-    Pure: no I/O. The samples stage parses the records again with the same
-    parser, so reusing a message's bytes cannot let through what it refuses.
+    Records of the notifications topic (when ``pipeline`` is given) become
+    fault events (:func:`~ves_streams.agents.faults.fault_outputs`).
+    Pure but for metrics: no I/O. The samples stage parses the records again
+    with the same parser, so reusing a message's bytes cannot let through
+    what it refuses.
     """
     batch = IngestBatch()
     items: list[tuple[str, bytes]] = []
+    notifications = pipeline.topics.names.notifications if pipeline is not None else None
     for message in messages:
         batch.handled[TopicPartition(message.topic, message.partition)] = message.offset + 1
         batch.counts[message.topic] = batch.counts.get(message.topic, 0) + 1
+        if pipeline is not None and message.topic == notifications:
+            _add_faults(batch, pipeline, message)
+            continue
         raw = message.value
         try:
             if raw is None:
@@ -194,8 +210,22 @@ def ingest_batch(messages: Sequence[InputMessage], partitions: int) -> IngestBat
             continue
         source = deadletter.Source(message.topic, message.partition, message.offset)
         batch.dead_letters.append(deadletter.malformed_input(message.key, raw, reason, STAGE, source))
+        batch.malformed_values += 1
     batch.records = samples_records(items, partitions)
     return batch
+
+
+def _add_faults(batch: IngestBatch, pipeline: Pipeline, message: InputMessage) -> None:
+    try:
+        outputs = faults.fault_outputs(pipeline, message)
+    except Exception as exc:  # a bug, not the data's fault: dead-letter the notification, go on
+        log.exception("internal error handling %s[%s]@%s", message.topic, message.partition, message.offset)
+        pipeline.metrics.dead_letters.labels(faults.STAGE).inc()
+        source = deadletter.Source(message.topic, message.partition, message.offset)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        outputs = [(False, deadletter.malformed_input(message.key, message.value, reason, faults.STAGE, source))]
+    for is_event, record in outputs:
+        (batch.events if is_event else batch.dead_letters).append(record)
 
 
 class IngestService(Service):
@@ -210,6 +240,7 @@ class IngestService(Service):
         settings = pipeline.settings
         self.group_id = f"{settings.app_id}-ingest"
         self.topic = pipeline.topics.names.values
+        self.notifications_topic = pipeline.topics.names.notifications
         self.exactly_once = pipeline.exactly_once
         #: input partition -> offset after the last record whose outputs the broker acknowledged
         self.handled: dict[TopicPartition, int] = {}
@@ -227,9 +258,11 @@ class IngestService(Service):
     # -- what the render ticks and the probes ask -------------------------
 
     def assigned(self) -> list[TopicPartition]:
-        """The collectd partitions this worker's ingest owns now."""
+        """The collectd (value list) partitions this worker's ingest owns now."""
         consumer = self._consumer
-        return sorted(consumer.assignment(), key=lambda tp: tp.partition) if consumer is not None else []
+        if consumer is None:
+            return []
+        return sorted((tp for tp in consumer.assignment() if tp.topic == self.topic), key=lambda tp: tp.partition)
 
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         consumer = self._consumer
@@ -264,8 +297,9 @@ class IngestService(Service):
     async def on_start(self) -> None:
         pipeline = self.pipeline
         settings = pipeline.settings
-        # Faust created the input topic while an agent subscribed to it; now we do.
+        # Faust created the input topics while agents subscribed to them; now we do.
         await pipeline.topics.values.maybe_declare()
+        await pipeline.topics.notifications.maybe_declare()
         await pipeline.topics.ensure_outputs()
         from ves_streams.sink.config import KafkaSecurity
 
@@ -301,12 +335,13 @@ class IngestService(Service):
                 heartbeat_interval_ms=max(100, min(3000, session_ms // 4)),
                 **security,
             )
-            self._consumer.subscribe([self.topic], listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
+            self._consumer.subscribe([self.topic, self.notifications_topic], listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
             await self._consumer.start()
         except BaseException:
             await self._close_io()
             raise
-        log.info("ingest started: %s -> %s (group %s%s)", self.topic, pipeline.topics.names.samples,
+        log.info("ingest started: %s -> %s, %s -> %s (group %s%s)", self.topic, pipeline.topics.names.samples,
+                 self.notifications_topic, pipeline.topics.names.events,
                  self.group_id, ", transactional" if self.exactly_once else "")  # fmt: skip
         self._runner = asyncio.ensure_future(self._run_guarded())
 
@@ -358,7 +393,7 @@ class IngestService(Service):
     async def _handle(self, messages: list[Any], generation: int) -> bool:
         """Produce one batch's outputs until the broker acknowledged them; False if abandoned."""
         pipeline = self.pipeline
-        batch = ingest_batch(messages, pipeline.samples_partitions())
+        batch = ingest_batch(messages, pipeline.samples_partitions(), pipeline)
         for topic, count in batch.counts.items():
             pipeline.metrics.messages_in.labels(topic).inc(count)
         attempt = 0
@@ -375,8 +410,8 @@ class IngestService(Service):
                 await asyncio.sleep(delay)
                 continue
             break
-        if batch.dead_letters:
-            pipeline.metrics.dead_letters.labels(STAGE).inc(len(batch.dead_letters))
+        if batch.malformed_values:  # the faults' letters were counted when made
+            pipeline.metrics.dead_letters.labels(STAGE).inc(batch.malformed_values)
         for tp, next_offset in batch.handled.items():
             if next_offset > self.handled.get(tp, -1):
                 self.handled[tp] = next_offset
@@ -400,6 +435,8 @@ class IngestService(Service):
 
     async def _send_all(self, producer: AIOKafkaProducer, batch: IngestBatch, names: Any) -> list[Any]:
         futures = []
+        for event in batch.events:  # first: a fault waits for no value list
+            futures.append(await producer.send(names.events, event.value, event.key, headers=list(event.headers)))
         if self.exactly_once:  # send() adds each partition to the transaction; send_batch() would not
             for record in batch.records:
                 futures.append(

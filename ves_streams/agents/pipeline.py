@@ -275,31 +275,49 @@ class Pipeline:
     ) -> list[Awaitable[Any]]:
         """Produce rendered events to the events topic and dead-letter the errors."""
         pending: list[Awaitable[Any]] = []
+        for is_event, record in self.outputs(
+            rendered, stage=stage, source=source, interval_start=interval_start, original=original
+        ):
+            topic = self.topics.events if is_event else self.topics.dlq
+            pending.append(await self.produce(topic, record))
+        return pending
+
+    def outputs(
+        self,
+        rendered: Rendered,
+        *,
+        stage: str,
+        source: deadletter.Source,
+        interval_start: float | None = None,
+        original: bytes | None = None,
+    ) -> list[tuple[bool, OutputRecord]]:
+        """The records ``rendered`` becomes, in order: ``(True, event)`` for ``ves-events``,
+        ``(False, letter)`` for the dead-letter topic. Counts them in the metrics; no I/O."""
+        out: list[tuple[bool, OutputRecord]] = []
+        metrics = self.metrics
         for event in rendered.events:
             record, problem = self._event_record(event, interval_start)
             if record is None:
-                self.metrics.render_errors.labels(stage).inc()
+                metrics.render_errors.labels(stage).inc()
+                metrics.dead_letters.labels(stage).inc()
                 letter = deadletter.render_error(
                     str(getattr(event, "rule", "?")), str(getattr(event, "source_name", "")), str(problem), stage,
                     source, interval_start=interval_start, original=original,
                 )  # fmt: skip
-                pending.append(await self.dead_letter(letter, stage))
+                out.append((False, letter))
                 continue
-            pending.append(await self.produce(self.topics.events, record))
-            self.metrics.events_out.labels(event.domain).inc()
+            out.append((True, record))
+            metrics.events_out.labels(event.domain).inc()
         for error in rendered.errors:
-            self.metrics.render_errors.labels(stage).inc()
             # the rule engine has logged it; here it is counted and dead-lettered
-            pending.append(
-                await self.dead_letter(
-                    deadletter.render_error(
-                        str(error.rule), str(error.host), str(error.reason), stage, source,
-                        interval_start=interval_start, original=original,
-                    ),
-                    stage,
-                )
+            metrics.render_errors.labels(stage).inc()
+            metrics.dead_letters.labels(stage).inc()
+            letter = deadletter.render_error(
+                str(error.rule), str(error.host), str(error.reason), stage, source,
+                interval_start=interval_start, original=original,
             )  # fmt: skip
-        return pending
+            out.append((False, letter))
+        return out
 
     def _event_record(self, event: Any, interval_start: float | None) -> tuple[OutputRecord | None, str | None]:
         """The events-topic record of ``event``, or why it cannot be produced."""
