@@ -30,7 +30,7 @@ from ves_streams.collectd import MalformedInput, Notification, Sample, parse_val
 from ves_streams.identity import Interval
 from ves_streams.metrics import Metrics
 from ves_streams.settings import Settings
-from ves_streams.state import host_partition, marker_key, series_key
+from ves_streams.state import MappingState, host_partition, marker_key, series_key
 from ves_streams.topics import HEADER_KIND, KIND_TICK
 
 
@@ -284,7 +284,8 @@ def test_marker_is_written_after_the_events_were_produced() -> None:
             writes.append("marker" if key == marker_key(0) else "series")
             super().__setitem__(key, value)
 
-    p.table = p.store.table = p.store.local = Table()
+    p.table = p.store.table = Table()
+    p.store.local = MappingState(p.table)
 
     async def scenario() -> None:
         await handle_samples(p, samples_message(p, host, 995.0))
@@ -334,6 +335,52 @@ def test_series_go_to_the_tables_local_store_and_to_its_changelog_partition_dire
     run(handle_samples(p2, message(value, topic="app-samples", partition=2, key=host.encode())))
     run(p2.flush_changelog())
     assert len(produced) == 2
+
+
+def test_aged_out_series_leave_the_local_store_and_get_a_tombstone_on_their_changelog_partition() -> None:
+    """Expiry bypasses Faust's per-key path too: a delete in the partition's store, a batched tombstone."""
+    local: dict[bytes, bytes] = {}
+    produced: list[tuple[str, bytes, bytes | None, int]] = []
+
+    class Producer:
+        async def send(self, topic: str, key: bytes, value: bytes | None, partition: int, ts: Any, headers: Any, **kw: Any) -> Any:
+            produced.append((topic, key, value, partition))
+            return _done()
+
+    class FaustLikeTable(dict[bytes, bytes]):
+        data = local
+        changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-samples-state-changelog")
+
+        def __delitem__(self, key: bytes) -> None:
+            raise AssertionError("an expired series took Faust's per-key changelog path")
+
+    class OnePipeline(Pipeline):
+        def active_samples_partitions(self) -> list[int]:
+            return [0, 1, 2, 3]
+
+        async def produce(self, topic: Any, record: Any, partition: int | None = None, *, source: Any = None) -> Any:
+            return _done()
+
+    p = RecordingPipeline(StubRenderer(heartbeat_interval=None))
+    table = FaustLikeTable()
+    p2 = OnePipeline(SimpleNamespace(producer=Producer()), p.settings, p.topics, p.renderer, p.metrics, table)  # type: ignore[arg-type]
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 1)
+    old = orjson.dumps([values_json(host, 1000.0), values_json(host, 1000.0, ti="user")])
+    fresh = orjson.dumps([values_json(host, 1015.0, ti="user")])
+
+    async def scenario() -> None:
+        await handle_samples(p2, message(old, topic="app-samples", partition=1, key=host.encode()))
+        await handle_samples(p2, message(fresh, topic="app-samples", partition=1, key=host.encode()))
+        await handle_samples(p2, tick_message(1, 1020.0))
+        await p2.flush_changelog()
+
+    run(scenario())
+    idle = series_key(parse_value_lists(orjson.dumps(values_json(host, 0)))[0])
+    user = series_key(parse_value_lists(orjson.dumps(values_json(host, 0, ti="user")))[0])
+    assert list(local) == [user]  # idle was last written at 1000: 2 x 10 s old at 1020
+    tombstones = [(t, k, part) for t, k, v, part in produced if v is None]
+    assert tombstones == [("app-samples-state-changelog", idle, 1)]
+    assert produced.index(("app-samples-state-changelog", idle, None, 1)) > 1  # after the writes it undoes
 
 
 def test_windows_missed_by_a_dead_owner_are_backfilled_with_their_own_ids() -> None:

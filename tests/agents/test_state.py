@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ves_streams.collectd import ValueList
 from ves_streams.state import (
     HostIndex,
+    RocksDBPartitions,
     SampleStore,
     decode_value_list,
     encode_value_list,
     host_partition,
     is_expired,
+    local_state_of,
     marker_key,
     series_key,
 )
@@ -67,7 +71,7 @@ def test_store_keeps_one_record_per_series_and_the_newest_value() -> None:
     assert [s.value for s in store.samples(0, "h1") if s.type_instance == "idle"] == [2]
 
 
-def test_expiry_deletes_table_keys_so_the_changelog_gets_tombstones() -> None:
+def test_expiry_deletes_the_series_and_names_them_for_their_tombstones() -> None:
     table: dict[bytes, bytes] = {}
     store = SampleStore(table, HostIndex())
     store.apply(1, [vl(time=100, interval=10), vl(ti="user", time=130, interval=10), vl(host="h2", time=100, interval=10)])
@@ -183,3 +187,27 @@ def test_trusted_decode_declines_what_the_full_parser_would_normalise_or_refuse(
         b"not json",
     ]
     assert [decode_trusted_value_lists(raw) for raw in declined] == [None] * len(declined)
+
+
+def test_series_written_straight_to_a_faust_rocksdb_partition_read_back_through_faust(tmp_path: Path) -> None:
+    """The fast path writes what Faust's own store reads: same bytes, the partition's own database."""
+    import faust
+
+    app = faust.App("state-test", store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("samples-state", key_type=bytes, value_type=bytes, partitions=4)
+    local = local_state_of(table.data)
+    assert isinstance(local, RocksDBPartitions)
+    store = SampleStore({}, HostIndex(), local)
+    store.apply(2, [vl(time=100, interval=10), vl(ti="user", time=130, interval=10)])
+    assert table.data[series_key(vl())] == encode_value_list(vl(time=100, interval=10))
+    assert sorted(table.data._dbs) == [2]  # nothing went to another partition's database
+    assert store.expire(2, now=125.0) == [series_key(vl())]
+    assert series_key(vl()) not in table.data
+    assert decode_value_list(table.data[series_key(vl(ti="user"))]).time == 130
+
+
+def test_a_store_without_partition_databases_is_written_as_a_mapping() -> None:
+    plain: dict[bytes, bytes] = {}
+    store = SampleStore({}, HostIndex(), local_state_of(plain))
+    store.apply(0, [vl(time=100)])
+    assert list(plain) == [series_key(vl())]

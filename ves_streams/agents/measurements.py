@@ -138,6 +138,7 @@ async def _render_window(pipeline: Pipeline, partition: int, window: Interval, s
     expired = store.expire(partition, window.end)
     if expired:
         log.debug("partition %d: %d series aged out at %.3f", partition, len(expired), window.end)
+        await pipeline.write_changelog(partition, [(key, None) for key in expired])
     hb_boundary = heartbeat_due(window, renderer.heartbeat_interval) if renderer.heartbeat_interval else None
     pending: list[Any] = []
     for host in pipeline.index.hosts(partition):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from faust import current_event
@@ -41,7 +41,7 @@ from ves_streams.agents.render import Rendered, Renderer
 from ves_streams.identity import OutputRecord, event_record
 from ves_streams.metrics import Metrics
 from ves_streams.settings import ProcessingGuarantee
-from ves_streams.state import HostIndex, SampleStore, host_partition
+from ves_streams.state import HostIndex, SampleStore, host_partition, local_state_of
 from ves_streams.topics import Topics
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class Pipeline:
         self.store = SampleStore(table, self.index)
         self.changelog_failures = 0
         #: changelog partition -> changes not yet queued (at-least-once; see write_changelog)
-        self._changelog_pending: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._changelog_pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self._changelog_pending_count = 0
         self.max_backfill = MAX_BACKFILL_WINDOWS
         self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
@@ -147,7 +147,7 @@ class Pipeline:
         if self._faust_table:
             self._faust_table = False
             self.changelog_topic = self.table.changelog_topic.get_topic_name()
-            self.store.local = self.table.data
+            self.store.local = local_state_of(self.table.data)
         if self.index.built:
             return
         partitions = self.active_samples_partitions()
@@ -192,8 +192,8 @@ class Pipeline:
             topic.get_topic_name(), record.key, record.value, partition, None, record.headers, transactional_id=tid
         )
 
-    async def write_changelog(self, partition: int, changes: list[tuple[bytes, bytes]]) -> None:
-        """Produce state changes to the table's changelog partition ``partition``.
+    async def write_changelog(self, partition: int, changes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Produce state changes (a value None is a tombstone) to the table's changelog partition ``partition``.
 
         The counterpart of :class:`~ves_streams.state.SampleStore`'s local
         writes. With ``exactly_once`` each change is sent at once, in the
