@@ -26,11 +26,12 @@ def test_process_role_defines_the_agents_and_the_state_table_but_no_sink() -> No
     assert sorted(app.agents) == ["ves_streams.measurements"]
     assert list(app.tables) == ["samples-state"]
     # ingest is a batched aiokafka loop in its own group, started by the worker like the sink
-    [ingest] = app._extra_services
-    assert type(ingest).__name__ == "IngestService"
-    assert ingest.group_id == "roles-process-ingest"
-    assert ingest.topic == "collectd"
-    assert ingest.notifications_topic == "collectd-notifications"  # faults are ingest's too (see faults.py)
+    [ingest, faults] = app._extra_services
+    assert type(ingest).__name__ == type(faults).__name__ == "IngestService"
+    assert (ingest.group_id, ingest.topic) == ("roles-process-ingest", "collectd")
+    # faults: the same kind of loop, apart and with small batches, so no fault waits behind value lists
+    assert (faults.group_id, faults.topic) == ("roles-process-faults", "collectd-notifications")
+    assert faults.max_batch < ingest.max_batch
     assert app.conf.producer_linger == PRODUCER_LINGER  # batches produce requests (Faust's default is 0)
 
 
@@ -45,8 +46,8 @@ def test_sink_role_defines_no_agent_and_no_table() -> None:
 def test_all_role_processes_and_sinks() -> None:
     settings, app = _app("all")
     assert list(app.agents) == ["ves_streams.measurements"]
-    assert [type(s).__name__ for s in app._extra_services] == ["IngestService", "SinkService"]
-    sink = app._extra_services[1]
+    assert [type(s).__name__ for s in app._extra_services] == ["IngestService", "IngestService", "SinkService"]
+    sink = app._extra_services[2]
     assert sink.config.events_topic == settings.events_topic
     assert sink.config.group_id == f"{settings.app_id}-sink"
 
@@ -77,6 +78,7 @@ def test_sink_only_worker_does_not_consume_the_processing_topics(
     listed = asyncio.run(groups())
     assert names.app_id not in listed  # the processing group was never joined
     assert f"{names.app_id}-ingest" not in listed  # nor ingest's
+    assert f"{names.app_id}-faults" not in listed
     assert f"{names.app_id}-sink" in listed  # the sink's own group
 
 

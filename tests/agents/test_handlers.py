@@ -22,7 +22,7 @@ from faust.types import TP
 
 from ves_streams.agents import deadletter
 from ves_streams.agents.faults import fault_outputs
-from ves_streams.agents.ingest import ingest_batch, samples_records
+from ves_streams.agents.ingest import ingest_batch, ingest_batch_yielding, samples_records
 from ves_streams.agents.measurements import Tick, decode_tick, encode_tick, handle_samples, render_partition
 from ves_streams.agents.pipeline import Pipeline
 from ves_streams.agents.render import Rendered, RenderFailure
@@ -158,6 +158,32 @@ def test_ingest_packs_a_batch_from_every_partition_into_one_record_per_host() ->
     assert out.dead_letters == []
     assert out.counts == {"collectd": 5} and out.value_lists == 5
     assert out.handled == {("collectd", 0): 4, ("collectd", 1): 3, ("collectd", 2): 5}
+
+
+def test_ingest_parses_a_large_batch_in_chunks_letting_the_rest_of_the_worker_run_between_them() -> None:
+    """The fault loop, the sink and the ticks share the event loop: a 20,000-record parse must not hold it."""
+    batch = [message(orjson.dumps([values_json(f"h{i % 7}", 1, ti=f"t{i}")]), partition=i % 3, offset=i) for i in range(50)]
+    batch.insert(20, message(b"nope", offset=999))
+    turns: list[None] = []
+
+    async def scenario() -> Any:
+        async def neighbour() -> None:
+            while True:
+                turns.append(None)
+                await asyncio.sleep(0)
+
+        task = asyncio.ensure_future(neighbour())
+        await asyncio.sleep(0)
+        out = await ingest_batch_yielding(batch, 4, chunk=10)
+        task.cancel()
+        return out
+
+    out = run(scenario())
+    expected = ingest_batch(batch, 4)
+    assert out.records == expected.records and out.handled == expected.handled
+    assert [dict(d.headers) for d in out.dead_letters] == [dict(d.headers) for d in expected.dead_letters]
+    assert out.value_lists == 50 and out.malformed_values == 1
+    assert len(turns) >= 1 + 5  # 51 records in chunks of 10: the neighbour ran between every two
 
 
 def test_ingest_output_is_what_the_samples_stage_parses_back_whatever_the_message_layout() -> None:

@@ -4,13 +4,13 @@
 
     collectd ──ingest──▶ <app id>-samples (keyed by host) ──measurements──▶ ves-events
                               ▲ ticks (each interval)        (state table)   ▲
-    collectd-notifications ──ingest (faults)─────────────────────────────────┘
+    collectd-notifications ──faults──────────────────────────────────────────┘
                  malformed input, render errors ──▶ ves-streams-dlq
 
-:func:`register_processing` creates the state table, the ingest service
-(:mod:`.ingest`: a batched aiokafka loop in the consumer group ``<app
-id>-ingest`` that also turns notifications into fault events, see
-:mod:`.faults`) and the Faust agent (:mod:`.measurements`) on an app and
+:func:`register_processing` creates the state table, the two loops of
+:mod:`.ingest` (batched aiokafka loops: value lists in the consumer group
+``<app id>-ingest``, notifications into fault events in ``<app id>-faults``,
+see :mod:`.faults`) and the Faust agent (:mod:`.measurements`) on an app and
 returns their shared :class:`~.pipeline.Pipeline`. It is not called for
 ``VES_STREAMS_ROLE=sink``: a sink-only worker defines no agent, so it never
 joins the processing consumer group.
@@ -58,9 +58,12 @@ def register_processing(
     # Ingest is an aiokafka loop in its own consumer group, not a Faust agent
     # (see ingest.py for why); the worker starts it after table recovery.
     service = pipeline.ingest = ingest.IngestService(pipeline)
-    app._extra_services.append(service)
-    readiness.add("ingest", lambda: None if service.is_ready() else "ingest not running")
-    metrics.add_lag_source(service.lag)
+    # The same loop for notifications, apart, so that faults never queue behind value lists.
+    fault_service = ingest.IngestService(pipeline, notifications=True)
+    for loop in (service, fault_service):
+        app._extra_services.append(loop)
+        readiness.add(loop.loop_name, lambda loop=loop: None if loop.is_ready() else f"{loop.loop_name} not running")
+        metrics.add_lag_source(loop.lag)
     measurements.register(pipeline)
 
     state = {"assigned": False}

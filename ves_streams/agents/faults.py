@@ -6,10 +6,10 @@ and the events go to ``ves-events`` keyed by ``sourceName``. Their eventIds
 derive from the notification's content, so a notification processed twice
 (at-least-once after a crash) yields the same eventId.
 
-**Why this is not a Faust agent.** The notifications are consumed by the
-ingest loop (:class:`~ves_streams.agents.ingest.IngestService`), beside the
-value lists, and their offsets are committed only after the broker
-acknowledged the fault events. As a Faust agent, one notification was lost
+**Why this is not a Faust agent.** The notifications are consumed by a
+loop of their own (:class:`~ves_streams.agents.ingest.IngestService` with
+``notifications=True``, consumer group ``<app id>-faults``), and their
+offsets are committed only after the broker acknowledged the fault events. As a Faust agent, one notification was lost
 at a takeover in the worker-kill drill (standby replicas off).
 faust-streaming's consumer has such a window: its fetch loop waits for
 ``wait_first(deliver to the stream, suspend_flow)`` and records the offset

@@ -19,10 +19,14 @@ one samples record per host (:func:`ingest_batch`), so the stateful Faust
 stage downstream gets one record per host per batch instead of one per value
 list, and pays Faust's per-record cost a few times per host and interval.
 
-The same loop consumes ``collectd-notifications`` and produces each
-notification's fault events (:mod:`.faults`, which says why they left Faust
-too): they go out with the batch they were fetched in, under the same
-commit rule.
+A second instance of the same loop consumes ``collectd-notifications`` in
+the group ``<app id>-faults`` and produces each notification's fault events
+(:mod:`.faults`, which says why they left Faust too), under the same commit
+rule. It is a loop of its own, with small batches, so that a fault never
+waits behind a burst of value lists: at 1000 hosts a burst is tens of
+thousands of them, seconds of parsing. The values loop parses in chunks of
+``PARSE_CHUNK`` and yields to the event loop between them for the same
+reason.
 
 What it guarantees:
 
@@ -75,7 +79,7 @@ from ves_streams.topics import HEADER_KIND, KIND_VALUES
 if TYPE_CHECKING:
     from ves_streams.agents.pipeline import Pipeline
 
-__all__ = ["IngestBatch", "IngestService", "InputMessage", "SamplesRecord", "ingest_batch", "samples_records"]
+__all__ = ["IngestBatch", "IngestService", "InputMessage", "SamplesRecord", "ingest_batch", "ingest_batch_yielding", "samples_records"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,10 @@ STAGE = "values"
 #: Most collectd records handled as one batch. Larger batches pack more of a host's
 #: value lists into one samples record (bench, 1000 hosts: ~5 per record at 5000).
 INGEST_BATCH = 20000
+#: Most notifications handled as one batch: small, a fault goes out as soon as it is read.
+FAULTS_BATCH = 500
+#: Value-list records parsed between two yields to the event loop (~0.1 s of CPU at most).
+PARSE_CHUNK = 1000
 #: Per-partition fetch size: enough for a batch from a few partitions (aiokafka's default is 1 MB).
 FETCH_PARTITION_BYTES = 4 * 1024 * 1024
 #: Longest wait for a fetch while the topic is idle.
@@ -187,6 +195,31 @@ def ingest_batch(messages: Sequence[InputMessage], partitions: int, pipeline: Pi
     """
     batch = IngestBatch()
     items: list[tuple[str, bytes]] = []
+    _parse_into(batch, items, messages, pipeline)
+    batch.records = samples_records(items, partitions)
+    return batch
+
+
+async def ingest_batch_yielding(
+    messages: Sequence[InputMessage], partitions: int, pipeline: Pipeline | None = None, chunk: int = PARSE_CHUNK
+) -> IngestBatch:
+    """:func:`ingest_batch`, yielding to the event loop every ``chunk`` records.
+
+    Parsing is pure CPU; a batch of 20,000 value lists took the event loop
+    for over a second, and the fault loop, the sink and the render ticks of
+    the same worker waited that long.
+    """
+    batch = IngestBatch()
+    items: list[tuple[str, bytes]] = []
+    for start in range(0, len(messages), chunk):
+        if start:
+            await asyncio.sleep(0)
+        _parse_into(batch, items, messages[start : start + chunk], pipeline)
+    batch.records = samples_records(items, partitions)
+    return batch
+
+
+def _parse_into(batch: IngestBatch, items: list[tuple[str, bytes]], messages: Sequence[InputMessage], pipeline: Pipeline | None) -> None:
     notifications = pipeline.topics.names.notifications if pipeline is not None else None
     for message in messages:
         batch.handled[TopicPartition(message.topic, message.partition)] = message.offset + 1
@@ -211,8 +244,6 @@ def ingest_batch(messages: Sequence[InputMessage], partitions: int, pipeline: Pi
         source = deadletter.Source(message.topic, message.partition, message.offset)
         batch.dead_letters.append(deadletter.malformed_input(message.key, raw, reason, STAGE, source))
         batch.malformed_values += 1
-    batch.records = samples_records(items, partitions)
-    return batch
 
 
 def _add_faults(batch: IngestBatch, pipeline: Pipeline, message: InputMessage) -> None:
@@ -235,12 +266,17 @@ class IngestService(Service):
     recovery (so the samples topic's partition count is known).
     """
 
-    def __init__(self, pipeline: Pipeline, **kwargs: Any) -> None:
+    def __init__(self, pipeline: Pipeline, *, notifications: bool = False, **kwargs: Any) -> None:
         self.pipeline = pipeline
         settings = pipeline.settings
-        self.group_id = f"{settings.app_id}-ingest"
-        self.topic = pipeline.topics.names.values
-        self.notifications_topic = pipeline.topics.names.notifications
+        names = pipeline.topics.names
+        #: the fault loop (``collectd-notifications``) rather than the value-list loop (``collectd``)
+        self.notifications = notifications
+        self.group_id = f"{settings.app_id}-faults" if notifications else f"{settings.app_id}-ingest"
+        self.topic = names.notifications if notifications else names.values
+        self.max_batch = FAULTS_BATCH if notifications else INGEST_BATCH
+        #: how the logs name this loop
+        self.loop_name = "faults" if notifications else "ingest"
         self.exactly_once = pipeline.exactly_once
         #: input partition -> offset after the last record whose outputs the broker acknowledged
         self.handled: dict[TopicPartition, int] = {}
@@ -258,7 +294,7 @@ class IngestService(Service):
     # -- what the render ticks and the probes ask -------------------------
 
     def assigned(self) -> list[TopicPartition]:
-        """The collectd (value list) partitions this worker's ingest owns now."""
+        """The input partitions this loop owns now."""
         consumer = self._consumer
         if consumer is None:
             return []
@@ -298,8 +334,7 @@ class IngestService(Service):
         pipeline = self.pipeline
         settings = pipeline.settings
         # Faust created the input topics while agents subscribed to them; now we do.
-        await pipeline.topics.values.maybe_declare()
-        await pipeline.topics.notifications.maybe_declare()
+        await (pipeline.topics.notifications if self.notifications else pipeline.topics.values).maybe_declare()
         await pipeline.topics.ensure_outputs()
         from ves_streams.sink.config import KafkaSecurity
 
@@ -329,19 +364,19 @@ class IngestService(Service):
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
-                max_poll_records=INGEST_BATCH,
+                max_poll_records=self.max_batch,
                 max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(100, min(3000, session_ms // 4)),
                 **security,
             )
-            self._consumer.subscribe([self.topic, self.notifications_topic], listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
+            self._consumer.subscribe([self.topic], listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
             await self._consumer.start()
         except BaseException:
             await self._close_io()
             raise
-        log.info("ingest started: %s -> %s, %s -> %s (group %s%s)", self.topic, pipeline.topics.names.samples,
-                 self.notifications_topic, pipeline.topics.names.events,
+        output = pipeline.topics.names.events if self.notifications else pipeline.topics.names.samples
+        log.info("%s started: %s -> %s (group %s%s)", self.loop_name, self.topic, output,
                  self.group_id, ", transactional" if self.exactly_once else "")  # fmt: skip
         self._runner = asyncio.ensure_future(self._run_guarded())
 
@@ -361,7 +396,7 @@ class IngestService(Service):
             try:
                 await closer.stop()
             except Exception as exc:
-                log.warning("ingest: stopping the %s failed: %s: %s", name, type(exc).__name__, exc)
+                log.warning("%s: stopping the %s failed: %s: %s", self.loop_name, name, type(exc).__name__, exc)
 
     # -- the loop ---------------------------------------------------------
 
@@ -371,7 +406,7 @@ class IngestService(Service):
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            log.error("ingest loop failed", exc_info=True)
+            log.error("%s loop failed", self.loop_name, exc_info=True)
             await self.crash(exc)
             raise
 
@@ -380,7 +415,7 @@ class IngestService(Service):
         if consumer is None:
             raise RuntimeError("IngestService loop started without a consumer")
         while True:
-            fetched = await consumer.getmany(timeout_ms=_POLL_MS, max_records=INGEST_BATCH)
+            fetched = await consumer.getmany(timeout_ms=_POLL_MS, max_records=self.max_batch)
             generation = self._generation
             messages = [message for records in fetched.values() for message in records]
             if messages:
@@ -393,7 +428,7 @@ class IngestService(Service):
     async def _handle(self, messages: list[Any], generation: int) -> bool:
         """Produce one batch's outputs until the broker acknowledged them; False if abandoned."""
         pipeline = self.pipeline
-        batch = ingest_batch(messages, pipeline.samples_partitions(), pipeline)
+        batch = await ingest_batch_yielding(messages, pipeline.samples_partitions(), pipeline)
         for topic, count in batch.counts.items():
             pipeline.metrics.messages_in.labels(topic).inc(count)
         attempt = 0
@@ -405,7 +440,7 @@ class IngestService(Service):
             except (KafkaError, asyncio.TimeoutError) as exc:
                 attempt += 1
                 delay = min(_RETRY_MAX, _RETRY_INITIAL * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-                log.warning("ingest: producing a batch failed (attempt %d, retrying in %.1f s): %s: %s",
+                log.warning("%s: producing a batch failed (attempt %d, retrying in %.1f s): %s: %s", self.loop_name,
                             attempt, delay, type(exc).__name__, exc)  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
@@ -470,7 +505,7 @@ class IngestService(Service):
         try:
             await consumer.commit(due)
         except KafkaError as exc:
-            log.warning("ingest: offset commit failed (committing again later): %s: %s", type(exc).__name__, exc)
+            log.warning("%s: offset commit failed (committing again later): %s: %s", self.loop_name, type(exc).__name__, exc)
             return
         self._last_commit = time.monotonic()
         self._committed.update(due)
@@ -486,8 +521,8 @@ class IngestService(Service):
                 self.handled.pop(tp, None)
                 self._committed.pop(tp, None)
         if revoked:
-            log.info("ingest: partitions revoked %s", sorted(tp.partition for tp in revoked))
+            log.info("%s: partitions revoked %s", self.loop_name, sorted(tp.partition for tp in revoked))
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._joined = True
-        log.info("ingest: partitions assigned %s", sorted(tp.partition for tp in assigned))
+        log.info("%s: partitions assigned %s", self.loop_name, sorted(tp.partition for tp in assigned))
