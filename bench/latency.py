@@ -168,11 +168,12 @@ def run_latency(
         log = asyncio.run(_drive(broker, capture, hosts, settings, interval, rounds, worker, collector))
         result.worker_cpu_seconds = worker.cpu_since_mark()
         processing = asyncio.run(broker.lag(app_id, [f"{app_id}-samples"]))
-        ingest = asyncio.run(broker.lag(f"{app_id}-ingest", [topics[0], topics[1]]))  # values and notifications
+        ingest = asyncio.run(broker.lag(f"{app_id}-ingest", [topics[0]]))
+        faults = asyncio.run(broker.lag(f"{app_id}-faults", [topics[1]]))
         sink = asyncio.run(broker.lag(f"{app_id}-sink", [topics[2]]))
         result.lag_end = {
             "values": ingest[topics[0]],
-            "notifications": ingest[topics[1]],
+            "notifications": faults[topics[1]],
             "samples": processing[f"{app_id}-samples"],
             "events (sink)": sink[topics[2]],
         }
