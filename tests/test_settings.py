@@ -34,7 +34,7 @@ def test_defaults_without_environment() -> None:
     assert s.notifications_topic == "collectd-notifications"
     assert s.sink_batch_max_events == 100
     assert s.sink_batch_max_bytes == 1024 * 1024
-    assert s.sink_linger_ms == 200
+    assert s.sink_linger_ms == 20
     assert s.sink_batching is True
     assert s.sink_retry_max == 0
     assert s.hostname  # the machine's name

@@ -328,6 +328,18 @@ def test_our_schema_gives_the_expected_verdict(case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
+def test_the_fast_compiled_validator_and_jsonschema_reach_the_same_verdict(case: Case) -> None:
+    """The compiled validator decides, jsonschema explains: they must agree on every case."""
+    checks = ves_schema._validators(case.version)
+    instance = {"event": case.event()}
+    fast_accepts = ves_schema._fast_rejection(checks.fast_event, instance) is None
+    slow_accepts = not list(checks.event.iter_errors(instance))
+    assert fast_accepts == slow_accepts == case.valid
+    batch = {"eventList": [instance["event"]]}
+    assert (ves_schema._fast_rejection(checks.fast_request, batch) is None) == (not list(checks.request.iter_errors(batch)))
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
 def test_official_schema_agrees(case: Case, official: dict[str, Any] | None) -> None:
     if official is None:
         return

@@ -340,8 +340,10 @@ class Settings:
         default=1024 * 1024,
         metadata=_env("SINK_BATCH_MAX_BYTES", _int_in(1024, None, "a number of bytes (1024 or more)"), header="sink.batch_max_bytes"),
     )
+    # Short: a lone fault event (an alarm) waits this long for company; bursts of
+    # measurements fill batches by count long before it runs out.
     sink_linger_ms: int = field(
-        default=200, metadata=_env("SINK_LINGER_MS", _int_in(0, 600_000, "milliseconds (0-600000)"), header="sink.linger_ms")
+        default=20, metadata=_env("SINK_LINGER_MS", _int_in(0, 600_000, "milliseconds (0-600000)"), header="sink.linger_ms")
     )
     sink_retry_max: int = field(
         default=0, metadata=_env("SINK_RETRY_MAX", _int_in(0, None, "a whole number of retries (0 = forever)"), header="sink.retry_max")

@@ -55,7 +55,7 @@ def test_from_settings_defaults_are_the_documented_ones() -> None:
     assert config.group_id == "ves-streams-sink"
     assert (config.events_topic, config.dlq_topic) == ("ves-events", "ves-events-dlq")
     assert config.collector.ves_version == "7"
-    assert (config.batching.max_events, config.batching.max_bytes, config.batching.linger_ms) == (100, 1024 * 1024, 200)
+    assert (config.batching.max_events, config.batching.max_bytes, config.batching.linger_ms) == (100, 1024 * 1024, 20)
     assert (config.retry.initial_backoff, config.retry.max_backoff, config.retry.max_attempts) == (0.5, 30.0, 0)
     assert config.kafka_security.security_protocol == "PLAINTEXT"
 

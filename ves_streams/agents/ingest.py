@@ -90,7 +90,7 @@ INGEST_BATCH = 20000
 #: Most notifications handled as one batch: small, a fault goes out as soon as it is read.
 FAULTS_BATCH = 500
 #: Value-list records parsed between two yields to the event loop (~0.1 s of CPU at most).
-PARSE_CHUNK = 1000
+PARSE_CHUNK = 250
 #: Per-partition fetch size: enough for a batch from a few partitions (aiokafka's default is 1 MB).
 FETCH_PARTITION_BYTES = 4 * 1024 * 1024
 #: Longest wait for a fetch while the topic is idle.

@@ -66,7 +66,7 @@ class BatchLimits:
     enabled: bool = True
     max_events: int = 100
     max_bytes: int = 1024 * 1024
-    linger_ms: int = 200
+    linger_ms: int = 20
 
     def __post_init__(self) -> None:
         if self.max_events < 1:
