@@ -27,7 +27,7 @@ def test_defaults_without_environment() -> None:
     assert s.web_port == 6066
     assert s.partitions == 4
     assert s.replication == 1
-    assert s.standby_replicas == 1
+    assert s.standby_replicas == 0
     assert s.dlq_topic == "ves-streams-dlq"
     assert s.events_topic == "ves-events"
     assert s.values_topic == "collectd"
