@@ -260,7 +260,7 @@ def _add_faults(batch: IngestBatch, pipeline: Pipeline, message: InputMessage) -
 
 
 class IngestService(Service):
-    """The ingest loop of one worker; see the module docstring.
+    """One ingest loop of a worker (value lists, or with ``notifications`` the fault loop); see the module docstring.
 
     Started by the Faust worker with the app's other services, after table
     recovery (so the samples topic's partition count is known).
