@@ -272,11 +272,11 @@ class IngestService(Service):
         names = pipeline.topics.names
         #: the fault loop (``collectd-notifications``) rather than the value-list loop (``collectd``)
         self.notifications = notifications
-        self.group_id = f"{settings.app_id}-faults" if notifications else f"{settings.app_id}-ingest"
+        #: how the logs name this loop, and the suffix of its consumer group
+        self.loop_name = "faults" if notifications else "ingest"
+        self.group_id = f"{settings.app_id}-{self.loop_name}"
         self.topic = names.notifications if notifications else names.values
         self.max_batch = FAULTS_BATCH if notifications else INGEST_BATCH
-        #: how the logs name this loop
-        self.loop_name = "faults" if notifications else "ingest"
         self.exactly_once = pipeline.exactly_once
         #: input partition -> offset after the last record whose outputs the broker acknowledged
         self.handled: dict[TopicPartition, int] = {}
