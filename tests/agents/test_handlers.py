@@ -324,13 +324,22 @@ def test_marker_is_written_after_the_events_were_produced() -> None:
     assert p.order == ["ves-events"]
 
 
-def test_series_go_to_the_tables_local_store_and_to_its_changelog_partition_directly() -> None:
-    """A Faust table's per-key changelog path is bypassed: local store write, then one produce per change."""
+Produced = list[tuple[str, bytes, bytes | None, int]]
+
+
+def direct_write_pipeline() -> tuple[Pipeline, dict[bytes, bytes], Produced]:
+    """A pipeline over a Faust-like table whose per-key changelog path fails the test.
+
+    Returns the pipeline, the table's local store, and what its producer was
+    asked to send ``(topic, key, value, partition)``. Render ticks may still
+    write their partition's marker through the table.
+    """
     local: dict[bytes, bytes] = {}
-    produced: list[tuple[str, bytes, bytes, int]] = []
+    produced: Produced = []
+    markers = {marker_key(i) for i in range(4)}
 
     class Producer:
-        async def send(self, topic: str, key: bytes, value: bytes, partition: int, ts: Any, headers: Any, **kw: Any) -> Any:
+        async def send(self, topic: str, key: bytes, value: bytes | None, partition: int, ts: Any, headers: Any, **kw: Any) -> Any:
             produced.append((topic, key, value, partition))
             return _done()
 
@@ -339,15 +348,28 @@ def test_series_go_to_the_tables_local_store_and_to_its_changelog_partition_dire
         changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-samples-state-changelog")
 
         def __setitem__(self, key: bytes, value: bytes) -> None:
-            raise AssertionError("a series write took Faust's per-key changelog path")
+            if key not in markers:
+                raise AssertionError("a series write took Faust's per-key changelog path")
+            super().__setitem__(key, value)
+
+        def __delitem__(self, key: bytes) -> None:
+            raise AssertionError("an expired series took Faust's per-key changelog path")
 
     class OnePipeline(Pipeline):
         def active_samples_partitions(self) -> list[int]:
             return [0, 1, 2, 3]
 
-    p = RecordingPipeline(StubRenderer())
+        async def produce(self, topic: Any, record: Any, partition: int | None = None, *, source: Any = None) -> Any:
+            return _done()
+
+    p = RecordingPipeline(StubRenderer(heartbeat_interval=None))
     table = FaustLikeTable()
-    p2 = OnePipeline(SimpleNamespace(producer=Producer()), p.settings, p.topics, p.renderer, p.metrics, table)  # type: ignore[arg-type]
+    return OnePipeline(SimpleNamespace(producer=Producer()), p.settings, p.topics, p.renderer, p.metrics, table), local, produced  # type: ignore[arg-type]
+
+
+def test_series_go_to_the_tables_local_store_and_to_its_changelog_partition_directly() -> None:
+    """A Faust table's per-key changelog path is bypassed: local store write, then one produce per change."""
+    p2, local, produced = direct_write_pipeline()
     host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 2)
     value = orjson.dumps([values_json(host, 1005.0), values_json(host, 1005.0, ti="user")])
     run(handle_samples(p2, message(value, topic="app-samples", partition=2, key=host.encode())))
@@ -365,31 +387,7 @@ def test_series_go_to_the_tables_local_store_and_to_its_changelog_partition_dire
 
 def test_aged_out_series_leave_the_local_store_and_get_a_tombstone_on_their_changelog_partition() -> None:
     """Expiry bypasses Faust's per-key path too: a delete in the partition's store, a batched tombstone."""
-    local: dict[bytes, bytes] = {}
-    produced: list[tuple[str, bytes, bytes | None, int]] = []
-
-    class Producer:
-        async def send(self, topic: str, key: bytes, value: bytes | None, partition: int, ts: Any, headers: Any, **kw: Any) -> Any:
-            produced.append((topic, key, value, partition))
-            return _done()
-
-    class FaustLikeTable(dict[bytes, bytes]):
-        data = local
-        changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-samples-state-changelog")
-
-        def __delitem__(self, key: bytes) -> None:
-            raise AssertionError("an expired series took Faust's per-key changelog path")
-
-    class OnePipeline(Pipeline):
-        def active_samples_partitions(self) -> list[int]:
-            return [0, 1, 2, 3]
-
-        async def produce(self, topic: Any, record: Any, partition: int | None = None, *, source: Any = None) -> Any:
-            return _done()
-
-    p = RecordingPipeline(StubRenderer(heartbeat_interval=None))
-    table = FaustLikeTable()
-    p2 = OnePipeline(SimpleNamespace(producer=Producer()), p.settings, p.topics, p.renderer, p.metrics, table)  # type: ignore[arg-type]
+    p2, local, produced = direct_write_pipeline()
     host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 1)
     old = orjson.dumps([values_json(host, 1000.0), values_json(host, 1000.0, ti="user")])
     fresh = orjson.dumps([values_json(host, 1015.0, ti="user")])
