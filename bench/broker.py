@@ -1,6 +1,6 @@
 """The one Kafka broker of a benchmark run, and what the run asks it.
 
-One KRaft node (:class:`~ves_streams.kafka_local.KafkaCluster`, full JIT)
+One KRaft node (:class:`~ves_streams.dev.kafka.KafkaCluster`, full JIT)
 serves every phase; phases keep apart by topic and consumer-group names
 that carry the run id. The questions asked of it: create topics (and wait
 for their leaders), end offsets, a group's committed offsets, and so the
@@ -17,7 +17,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from ves_streams.kafka_local import SERVICE_JVM_OPTS, KafkaCluster
+from ves_streams.dev.kafka import SERVICE_JVM_OPTS, KafkaCluster
 
 __all__ = ["BenchBroker", "EndOffsets", "Lag"]
 

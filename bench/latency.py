@@ -39,8 +39,8 @@ from bench.broker import BenchBroker
 from bench.load import RealisticLog, publish_realistic
 from bench.procs import CollectorProcess, ProcessError, WorkerProcess
 from bench.throughput import worker_settings, worker_topics
-from ves_streams.kafka_local import free_ports
-from ves_streams.replay import Capture, host_names
+from ves_streams.dev.kafka import free_ports
+from ves_streams.dev.replay import Capture, host_names
 
 __all__ = ["LatencyResult", "Percentiles", "SinkResult", "analyse", "percentile", "run_latency", "run_sink_backlog"]
 

@@ -9,10 +9,10 @@ Two ways to publish it:
   spread over each interval, stamped with the moment they are produced
   (latency).
 
-Messages are exactly :func:`ves_streams.replay.round_messages`' (a one-element
+Messages are exactly :func:`ves_streams.dev.replay.round_messages`' (a one-element
 JSON array per value list, random 8-hex-digit key, so a host's value lists
 land on every partition), and notifications are the collectd 5.9+ JSON
-shape of :func:`ves_streams.replay.notification_messages`, with ``startsAt``
+shape of :func:`ves_streams.dev.replay.notification_messages`, with ``startsAt``
 set to the microsecond they are produced so a fault event can be matched to
 its notification by ``(sourceName, startEpochMicrosec)``.
 """
@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from ves_streams.replay import Capture, round_messages
+from ves_streams.dev.replay import Capture, round_messages
 
 __all__ = [
     "PreloadReport",

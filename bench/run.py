@@ -42,8 +42,8 @@ from bench.latency import run_latency, run_sink_backlog
 from bench.load import preload
 from bench.profiles import summarise
 from bench.throughput import run_baseline, run_faust_passthrough, run_workers
-from ves_streams.kafka_local import DEFAULT_KAFKA_VERSION
-from ves_streams.replay import DEFAULT_CAPTURE_DIR, host_names, load_capture
+from ves_streams.dev.kafka import DEFAULT_KAFKA_VERSION
+from ves_streams.dev.replay import DEFAULT_CAPTURE_DIR, host_names, load_capture
 
 __all__ = ["main"]
 

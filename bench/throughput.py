@@ -42,7 +42,7 @@ import requests
 
 from bench.broker import BenchBroker, EndOffsets
 from bench.procs import PROJECT_DIR, BenchProcess, MachineCpu, ProcessError, WorkerProcess, cpu_seconds
-from ves_streams.kafka_local import free_ports
+from ves_streams.dev.kafka import free_ports
 
 __all__ = ["IngestResult", "run_baseline", "run_faust_passthrough", "run_workers", "worker_settings", "worker_topics"]
 

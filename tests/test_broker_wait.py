@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ves_streams.broker_wait import bootstrap_addresses, bootstrap_servers, wait_for_broker
-from ves_streams.kafka_local import free_ports
+from ves_streams.dev.kafka import free_ports
 
 
 def test_bootstrap_addresses_accept_faust_and_plain_forms() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from ves_streams import ves_schema
-from ves_streams.ves_schema import format_errors, official_validator, validate_event, validate_request
+from ves_streams.dev.collector import schema as ves_schema
+from ves_streams.dev.collector.schema import format_errors, official_validator, validate_event, validate_request
 
 OFFICIAL_DIR = Path(os.environ.get("VES_STREAMS_OFFICIAL_SCHEMA_DIR", "/work/shared/reference/ves"))
 

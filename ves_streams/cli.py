@@ -15,11 +15,11 @@ from collections.abc import Sequence
 #: Modules that contribute sub-commands, in the order ``--help`` shows them.
 COMMAND_MODULES: tuple[str, ...] = (
     "ves_streams.rules.commands",
-    "ves_streams.collector.commands",
-    "ves_streams.kafka_commands",
+    "ves_streams.dev.collector.commands",
+    "ves_streams.dev.kafka_commands",
     "ves_streams.notification_relay",
-    "ves_streams.replay",
-    "ves_streams.run_commands",
+    "ves_streams.dev.replay",
+    "ves_streams.dev.run",
 )
 
 

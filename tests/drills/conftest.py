@@ -10,7 +10,7 @@ and checks what the collector received against what was fed.
 * :class:`Drill` owns one drill's topics, workers, Kafka I/O and feed.
 * :class:`Feed` is a background producer: every interval, one round of
   ``write_kafka``-shaped value lists (the recorded capture, re-hosted and
-  re-timed with :func:`ves_streams.replay.round_messages`) for every host,
+  re-timed with :func:`ves_streams.dev.replay.round_messages`) for every host,
   sent mid-window; every few rounds one notification with a unique token.
 * :func:`delivery_report` joins the collector's events with the
   ``ves-events`` records (whose headers name each event's window) and
@@ -47,7 +47,7 @@ from bench.procs import cpu_seconds, rss_mb
 from tests.agents.support import PROJECT_DIR, KafkaIO, Names, Record, TopicReader, Worker, notification
 from tests.plugins.collector import VesCollector
 from tests.plugins.kafka import create_topics
-from ves_streams.replay import DEFAULT_CAPTURE_DIR, Capture, load_capture, round_messages
+from ves_streams.dev.replay import DEFAULT_CAPTURE_DIR, Capture, load_capture, round_messages
 
 #: Render interval of the drills' workers (windows every 2 s).
 INTERVAL = 2.0

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.drills.conftest import INTERVAL, Drill, partition_leaders, print_figures
-from ves_streams.replay import host_names
+from ves_streams.dev.replay import host_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 

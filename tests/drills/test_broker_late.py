@@ -10,8 +10,8 @@ import pytest
 
 from tests.drills.conftest import INTERVAL, Drill, print_figures
 from tests.plugins.collector import VesCollector
-from ves_streams.kafka_local import KafkaCluster, free_ports
-from ves_streams.replay import host_names
+from ves_streams.dev.kafka import KafkaCluster, free_ports
+from ves_streams.dev.replay import host_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 

@@ -27,7 +27,7 @@ from tests.drills.conftest import (
     scrape,
 )
 from tests.plugins.collector import VesCollector
-from ves_streams.replay import host_names
+from ves_streams.dev.replay import host_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 

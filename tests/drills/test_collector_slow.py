@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.drills.conftest import INTERVAL, Drill, metric_sum, print_figures, scrape
-from ves_streams.replay import host_names
+from ves_streams.dev.replay import host_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 

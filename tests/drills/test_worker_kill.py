@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.drills.conftest import INTERVAL, PARTITIONS, SESSION_TIMEOUT, Drill, print_figures
-from ves_streams.replay import host_names
+from ves_streams.dev.replay import host_names
 from ves_streams.state import host_partition
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from ves_streams.collectd_daemon import CollectdConfig, CollectdProcess, collectd_missing_reason, find_collectd
-from ves_streams.kafka_local import free_ports
+from ves_streams.dev.collectd_runner import CollectdConfig, CollectdProcess, collectd_missing_reason, find_collectd
+from ves_streams.dev.kafka import free_ports
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from ves_streams.kafka_local import DEFAULT_KAFKA_VERSION, KafkaCluster, fetch_kafka
+from ves_streams.dev.kafka import DEFAULT_KAFKA_VERSION, KafkaCluster, fetch_kafka
 
 __all__ = ["new_topic_name", "create_topics", "create_topics_async"]
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ves_streams.collector.errors import ControlError
+from ves_streams.dev.collector.errors import ControlError
 
 __all__ = ["StatusFault", "FaultInjector", "CollectorStats", "retry_after_header"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.collector.samples import fault7, heartbeat7
+from tests.dev.collector.samples import fault7, heartbeat7
 from tests.plugins.collector import PROJECT_DIR, TlsFiles, VesCollector
 
 PASSWORD = "s3cret-Pa55word-only-in-env"

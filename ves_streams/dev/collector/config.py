@@ -10,7 +10,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from ves_streams.collector.errors import CollectorConfigError
+from ves_streams.dev.collector.errors import CollectorConfigError
 from ves_streams.secret import Secret
 
 __all__ = ["DEFAULT_PASSWORD_ENV", "Secret", "BasicAuthCredentials", "CollectorConfig", "rejected_path_for"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from tests.collector.samples import fault7, heartbeat7, measurement5, measurement7
+from tests.dev.collector.samples import fault7, heartbeat7, measurement5, measurement7
 from tests.plugins.collector import VesCollector
 
 

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from ves_streams import kafka_commands, kafka_local
-from ves_streams.kafka_local import KafkaCluster, KafkaFetchError, KafkaStartError
+from ves_streams.dev.kafka import KafkaCluster, KafkaFetchError, KafkaStartError
 
 from tests.plugins.kafka import create_topics, create_topics_async, new_topic_name
 
@@ -290,7 +290,7 @@ def test_brokers_die_with_a_python_process_that_is_killed(kafka_version: str, tm
         [sys.executable, "-c", textwrap.dedent(f"""\
             import sys, time
             from pathlib import Path
-            from ves_streams.kafka_local import KafkaCluster
+            from ves_streams.dev.kafka import KafkaCluster
             cluster = KafkaCluster(Path({str(tmp_path)!r}), version={kafka_version!r}).start()
             print(cluster.bootstrap_servers, flush=True)
             time.sleep(600)

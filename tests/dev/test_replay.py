@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from ves_streams.collectd import parse_notifications, parse_value_lists
-from ves_streams.replay import DEFAULT_CAPTURE_DIR, host_names, load_capture, notification_messages, round_messages
+from ves_streams.dev.replay import DEFAULT_CAPTURE_DIR, host_names, load_capture, notification_messages, round_messages
 
 CAPTURE = load_capture(
     DEFAULT_CAPTURE_DIR / "compute-0.values.jsonl", DEFAULT_CAPTURE_DIR / "compute-0.notifications.jsonl"

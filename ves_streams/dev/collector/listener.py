@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from ves_streams import ves_schema
-from ves_streams.collector.errors import CollectorError
+from ves_streams.dev.collector import schema as ves_schema
+from ves_streams.dev.collector.errors import CollectorError
 
 __all__ = [
     "ListenerPath",

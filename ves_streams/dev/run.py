@@ -35,7 +35,7 @@ from ves_streams.broker_wait import bootstrap_servers
 
 __all__ = ["register", "RunPlan", "parse_prometheus"]
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -148,8 +148,8 @@ def _delivered(record: Path) -> Counter[str]:
 
 
 def run(plan: RunPlan, *, feed: str) -> int:
-    from ves_streams.collectd_daemon import CollectdConfig, CollectdProcess, collectd_missing_reason
-    from ves_streams import kafka_local
+    from ves_streams.dev.collectd_runner import CollectdConfig, CollectdProcess, collectd_missing_reason
+    from ves_streams.dev import kafka as kafka_local
 
     logs = plan.run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 It speaks the VES event listener API (v5 and v7: single events, batches,
 topic paths), validates every event against the project's schemas
-(:mod:`ves_streams.ves_schema`), answers as ONAP's collector does (202, or
+(:mod:`ves_streams.dev.collector.schema`), answers as ONAP's collector does (202, or
 400/401 with a VES ``requestError`` body), and records accepted events to a
 JSON-lines file. With ``--control`` it also takes fault-injection commands
 (503/429 windows, delays, rejected event ids) on ``POST /_control``.

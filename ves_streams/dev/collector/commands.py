@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ves_streams.collector.config import (
+from ves_streams.dev.collector.config import (
     DEFAULT_PASSWORD_ENV,
     BasicAuthCredentials,
     CollectorConfig,
     Secret,
     rejected_path_for,
 )
-from ves_streams.collector.errors import CollectorConfigError
+from ves_streams.dev.collector.errors import CollectorConfigError
 
 __all__ = ["register", "config_from_args", "run_collector"]
 
@@ -57,8 +57,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Co
 
 def run_collector(args: argparse.Namespace) -> int:
     """Handler of ``ves-streams collector``: 0 after a clean stop, 2 for bad settings, 1 when it cannot serve."""
-    from ves_streams import ves_schema
-    from ves_streams.collector.server import serve
+    from ves_streams.dev.collector import schema as ves_schema
+    from ves_streams.dev.collector.server import serve
 
     try:
         config = config_from_args(args, os.environ)

@@ -5,11 +5,11 @@ Routes:
 * ``POST [/<prefix>]/eventListener/v{5,7}[/<topic>]`` with ``{"event": ...}``
 * ``POST [/<prefix>]/eventListener/v{5,7}/eventBatch`` with ``{"eventList": [...]}``
 * ``GET /healthcheck`` -> 200, ``GET /_stats`` -> counters (and injected faults)
-* ``POST /_control`` (only with ``--control``) -> see :mod:`ves_streams.collector.faults`
+* ``POST /_control`` (only with ``--control``) -> see :mod:`ves_streams.dev.collector.faults`
 
 An event request goes through, in order: Basic auth (401), injected delay
 and status, ``Content-Type: application/json``, JSON parsing, the VES rules
-of :mod:`ves_streams.collector.listener` (400), injected event-id refusals
+of :mod:`ves_streams.dev.collector.listener` (400), injected event-id refusals
 (400); then its events are recorded and the answer is ``202`` with no body.
 """
 
@@ -25,10 +25,10 @@ from typing import IO, Any
 import orjson
 from aiohttp import BasicAuth, web
 
-from ves_streams.collector.config import BasicAuthCredentials, CollectorConfig
-from ves_streams.collector.errors import ControlError
-from ves_streams.collector.faults import CollectorStats, FaultInjector, retry_after_header
-from ves_streams.collector.listener import (
+from ves_streams.dev.collector.config import BasicAuthCredentials, CollectorConfig
+from ves_streams.dev.collector.errors import ControlError
+from ves_streams.dev.collector.faults import CollectorStats, FaultInjector, retry_after_header
+from ves_streams.dev.collector.listener import (
     RequestRefused,
     accept_request,
     event_ids,
@@ -37,7 +37,7 @@ from ves_streams.collector.listener import (
     policy_exception,
     service_exception,
 )
-from ves_streams.collector.recorder import EventRecorder
+from ves_streams.dev.collector.recorder import EventRecorder
 
 __all__ = ["CollectorState", "COLLECTOR", "create_app", "serve"]
 

@@ -76,7 +76,7 @@ KAFKA_VERSIONS: tuple[str, ...] = ("4.1.1", "3.9.1")
 DEFAULT_KAFKA_VERSION = "4.1.1"
 
 #: Where ``make kafka-up`` keeps its pid file, state and log (``.run/`` is git-ignored).
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 #: JVM flags of one test node: small heap, serial GC and C1 only, which halves the
 #: start of a 3-node cluster on two cores (15 s -> 8 s) at some cost in peak throughput.

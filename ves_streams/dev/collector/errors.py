@@ -6,7 +6,7 @@ __all__ = ["CollectorError", "CollectorConfigError", "ControlError"]
 
 
 class CollectorError(Exception):
-    """Base class of every error raised by :mod:`ves_streams.collector`."""
+    """Base class of every error raised by :mod:`ves_streams.dev.collector`."""
 
 
 class CollectorConfigError(CollectorError):

@@ -37,7 +37,7 @@ __all__ = [
     "register",
 ]
 
-DEFAULT_CAPTURE_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "collectd"
+DEFAULT_CAPTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "collectd"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.collector.samples import fault7, heartbeat7, measurement7
+from tests.dev.collector.samples import fault7, heartbeat7, measurement7
 from tests.plugins.collector import VesCollector
 
 

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import orjson
 
-from ves_streams.collector.listener import event_summary
+from ves_streams.dev.collector.listener import event_summary
 
 __all__ = ["EventRecorder", "MAX_RAW_CHARS"]
 

@@ -72,7 +72,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class VesSchemaError(Exception):
-    """Base class of every error raised by :mod:`ves_streams.ves_schema`."""
+    """Base class of every error raised by :mod:`ves_streams.dev.collector.schema`."""
 
 
 class SchemaNotFoundError(VesSchemaError):
@@ -111,7 +111,7 @@ def _candidate_dirs() -> list[Path]:
     explicit = os.environ.get(SCHEMA_DIR_ENV)
     if explicit:
         dirs.append(Path(explicit))
-    dirs.append(_PACKAGE_DIR.parent / "schemas")
+    dirs.append(_PACKAGE_DIR.parents[2] / "schemas")
     dirs.append(Path.cwd() / "schemas")
     return dirs
 

@@ -1,7 +1,7 @@
 """``ves-streams kafka``: fetch, start, stop and inspect the local broker.
 
 ``make kafka-fetch``, ``make kafka-up`` and ``make kafka-down`` call these.
-The work is done by :mod:`ves_streams.kafka_local` (imported only when a
+The work is done by :mod:`ves_streams.dev.kafka` (imported only when a
 command runs, so ``--help`` stays fast); this module turns its outcomes into
 one line on stdout and an exit code, and its errors into one line on stderr
 (``ves-streams kafka up: ...``) with exit code 1 and no traceback.
@@ -71,7 +71,7 @@ def _guarded(name: str, handler: Callable[[argparse.Namespace], int]) -> Callabl
     """Turn the errors a user can act on into one stderr line and exit code 1."""
 
     def run(args: argparse.Namespace) -> int:
-        from ves_streams.kafka_local import KafkaLocalError
+        from ves_streams.dev.kafka import KafkaLocalError
 
         try:
             return handler(args)
@@ -89,7 +89,7 @@ def _guarded(name: str, handler: Callable[[argparse.Namespace], int]) -> Callabl
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from ves_streams import kafka_local
+    from ves_streams.dev import kafka as kafka_local
 
     cached = kafka_local.is_fetched(args.version)
     libs = kafka_local.fetch_kafka(args.version)
@@ -98,7 +98,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from ves_streams import kafka_local
+    from ves_streams.dev import kafka as kafka_local
 
     started = time.monotonic()
     fresh = kafka_local.kafka_up(
@@ -120,7 +120,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from ves_streams import kafka_local
+    from ves_streams.dev import kafka as kafka_local
 
     state = kafka_local.kafka_status(args.run_dir)
     if kafka_local.kafka_down(args.run_dir):
@@ -132,7 +132,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ves_streams import kafka_local
+    from ves_streams.dev import kafka as kafka_local
 
     state = kafka_local.kafka_status(args.run_dir)
     if state is None:
