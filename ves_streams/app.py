@@ -24,7 +24,7 @@ from typing import Any
 
 import faust
 
-from ves_streams.agents.render import TopologyRenderer
+from ves_streams.stages.render import TopologyRenderer
 from ves_streams.broker_wait import wait_for_broker
 from ves_streams.metrics import Readiness, get_metrics, register_views
 from ves_streams.settings import Settings, SettingsError
@@ -92,7 +92,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         # Faust's default (0) sends a produce request per few records; 20 ms fills
         # batches at a cost of 20 ms per hop (bench: +14-31 % value lists per CPU s).
         producer_linger=PRODUCER_LINGER,
-        # changelog records go out as one record batch per partition (agents/batches.py)
+        # changelog records go out as one record batch per partition (runtime/producing.py)
         producer_max_batch_size=PRODUCER_MAX_BATCH_SIZE,
     )
     app.plaintext_broker = settings.kafka_sasl_mechanism is None and settings.kafka_ssl_cafile is None

@@ -123,6 +123,12 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.stage_retries = Counter(
+            "ves_streams_stage_produce_retries",
+            "Batches a stage loop produced again after the broker refused or timed out, per stage (ingest, faults)",
+            ["stage"],
+            registry=r,
+        )
         self.hosts = Gauge("ves_streams_hosts", "Hosts with current samples in this worker's active partitions", registry=r)
         self.series = Gauge("ves_streams_series", "Series held in this worker's active partitions", registry=r)
         self._lag = _LagCollector()

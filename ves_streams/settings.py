@@ -313,6 +313,12 @@ class Settings:
     session_timeout: float = field(
         default=10.0, metadata=_env("KAFKA_SESSION_TIMEOUT", _positive_seconds)
     )
+    # aiokafka's max.poll.interval.ms for the stage loops and the sink. They poll
+    # (partitions paused) while a produce or a delivery waits, so an outage never
+    # expires it; the drills set it low to prove that.
+    max_poll_interval: float = field(
+        default=300.0, metadata=_env("KAFKA_MAX_POLL_INTERVAL", _positive_seconds)
+    )
 
     values_topic: str = field(default="collectd", metadata=_env("VALUES_TOPIC", _topic_name, header="values_topic"))
     notifications_topic: str = field(

@@ -25,9 +25,10 @@ def test_process_role_defines_the_agents_and_the_state_table_but_no_sink() -> No
     _, app = _app("process")
     assert sorted(app.agents) == ["ves_streams.measurements"]
     assert list(app.tables) == ["samples-state"]
-    # ingest is a batched aiokafka loop in its own group, started by the worker like the sink
+    # ingest and faults are stage loops in groups of their own, started by the worker like the sink
     [ingest, faults] = app._extra_services
-    assert type(ingest).__name__ == type(faults).__name__ == "IngestService"
+    assert type(ingest).__name__ == type(faults).__name__ == "StageLoop"
+    assert type(ingest.handler).__name__ == "ValuesHandler" and type(faults.handler).__name__ == "FaultsHandler"
     assert (ingest.group_id, ingest.topic) == ("roles-process-ingest", "collectd")
     # faults: the same kind of loop, apart and with small batches, so no fault waits behind value lists
     assert (faults.group_id, faults.topic) == ("roles-process-faults", "collectd-notifications")
@@ -46,7 +47,7 @@ def test_sink_role_defines_no_agent_and_no_table() -> None:
 def test_all_role_processes_and_sinks() -> None:
     settings, app = _app("all")
     assert list(app.agents) == ["ves_streams.measurements"]
-    assert [type(s).__name__ for s in app._extra_services] == ["IngestService", "IngestService", "SinkService"]
+    assert [type(s).__name__ for s in app._extra_services] == ["StageLoop", "StageLoop", "SinkService"]
     sink = app._extra_services[2]
     assert sink.config.events_topic == settings.events_topic
     assert sink.config.group_id == f"{settings.app_id}-sink"

@@ -20,12 +20,12 @@ from prometheus_client import CollectorRegistry
 
 from faust.types import TP
 
-from ves_streams.agents import deadletter
-from ves_streams.agents.faults import fault_outputs
-from ves_streams.agents.ingest import ingest_batch, ingest_batch_yielding, samples_records
+from ves_streams.wire import deadletter
+from ves_streams.stages.faults import fault_outputs
+from ves_streams.stages.repartition import ingest_batch, ingest_batch_yielding, samples_records
 from ves_streams.agents.measurements import Tick, decode_tick, encode_tick, handle_samples, render_partition
 from ves_streams.agents.pipeline import Pipeline
-from ves_streams.agents.render import Rendered, RenderFailure
+from ves_streams.stages.render import Rendered, RenderFailure
 from ves_streams.collectd import MalformedInput, Notification, Sample, parse_value_lists
 from ves_streams.identity import Interval
 from ves_streams.metrics import Metrics
@@ -230,7 +230,7 @@ def test_malformed_values_are_dead_lettered_with_reason_and_source(raw: bytes | 
 
 
 def test_a_parser_bug_dead_letters_the_message_and_the_batch_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ves_streams.agents import ingest
+    from ves_streams.stages import repartition as ingest
 
     real = ingest.parse_value_lists
 
@@ -531,16 +531,18 @@ def test_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
 def test_notification_becomes_one_fault_event_keyed_by_host() -> None:
     p = RecordingPipeline(StubRenderer())
     raw = orjson.dumps({"host": "compute-0", "plugin": "cpu", "severity": "FAILURE", "message": "hot", "time": 1000.5})
-    [(is_event, event)] = fault_outputs(p, message(raw, topic="collectd-notifications"))
-    assert is_event
+    out = fault_outputs(p, message(raw, topic="collectd-notifications"))
+    [event] = out.events
+    assert out.dead_letters == []
     assert event.key == b"compute-0"
     assert dict(event.headers)["ves-domain"] == b"fault"
 
 
 def test_malformed_notification_is_dead_lettered() -> None:
     p = RecordingPipeline(StubRenderer())
-    [(is_event, dlq)] = fault_outputs(p, message(b'{"host": "h", "severity": "BAD", "time": 1}', topic="collectd-notifications"))
-    assert not is_event
+    out = fault_outputs(p, message(b'{"host": "h", "severity": "BAD", "time": 1}', topic="collectd-notifications"))
+    [dlq] = out.dead_letters
+    assert out.events == []
     assert b"unknown severity" in dict(dlq.headers)["ves-streams-reason"]
     assert dict(dlq.headers)["ves-streams-stage"] == b"notifications"
 

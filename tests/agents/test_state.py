@@ -152,7 +152,7 @@ def _capture() -> list[bytes]:
 def test_trusted_decode_of_ingest_output_equals_the_full_parse_on_the_real_capture() -> None:
     from types import SimpleNamespace
 
-    from ves_streams.agents.ingest import ingest_batch
+    from ves_streams.stages.repartition import ingest_batch
     from ves_streams.collectd import parse_value_lists
     from ves_streams.state import decode_trusted_value_lists
 

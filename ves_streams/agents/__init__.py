@@ -7,11 +7,12 @@
     collectd-notifications ──faults──────────────────────────────────────────┘
                  malformed input, render errors ──▶ ves-streams-dlq
 
-:func:`register_processing` creates the state table, the two loops of
-:mod:`.ingest` (batched aiokafka loops: value lists in the consumer group
-``<app id>-ingest``, notifications into fault events in ``<app id>-faults``,
-see :mod:`.faults`) and the Faust agent (:mod:`.measurements`) on an app and
-returns their shared :class:`~.pipeline.Pipeline`. It is not called for
+:func:`register_processing` creates the state table, the two stage loops
+(:class:`~ves_streams.runtime.loop.StageLoop`: value lists repartitioned by
+host in the consumer group ``<app id>-ingest``, :mod:`ves_streams.stages.repartition`;
+notifications into fault events in ``<app id>-faults``,
+:mod:`ves_streams.stages.faults`) and the Faust agent (:mod:`.measurements`)
+on an app and returns their shared :class:`~.pipeline.Pipeline`. It is not called for
 ``VES_STREAMS_ROLE=sink``: a sink-only worker defines no agent, so it never
 joins the processing consumer group.
 """
@@ -22,10 +23,12 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ves_streams.agents import ingest, measurements
+from ves_streams.agents import measurements
 from ves_streams.agents.pipeline import Pipeline
-from ves_streams.agents.render import Renderer
 from ves_streams.metrics import Metrics, Readiness
+from ves_streams.runtime.loop import StageLoop, StageSpec
+from ves_streams.stages import faults, repartition
+from ves_streams.stages.render import Renderer
 from ves_streams.topics import STATE_TABLE, Topics
 
 if TYPE_CHECKING:
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 
     from ves_streams.settings import Settings
 
-__all__ = ["Pipeline", "register_processing"]
+__all__ = ["Pipeline", "register_processing", "stage_loops"]
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +58,12 @@ def register_processing(
         help="Latest value list of every series (key: [host, plugin, plugin_instance, type, type_instance])",
     )
     pipeline = Pipeline(app, settings, topics, renderer, metrics, table)
-    # Ingest is an aiokafka loop in its own consumer group, not a Faust agent
-    # (see ingest.py for why); the worker starts it after table recovery.
-    service = pipeline.ingest = ingest.IngestService(pipeline)
-    # The same loop for notifications, apart, so that faults never queue behind value lists.
-    fault_service = ingest.IngestService(pipeline, notifications=True)
-    for loop in (service, fault_service):
+    # Ingest and faults are stage loops in consumer groups of their own, not Faust
+    # agents (see stages/repartition.py and stages/faults.py for why); the worker
+    # starts them after table recovery.
+    values_loop, faults_loop = stage_loops(pipeline)
+    pipeline.ingest = values_loop
+    for loop in (values_loop, faults_loop):
         app._extra_services.append(loop)
         readiness.add(loop.loop_name, lambda loop=loop: None if loop.is_ready() else f"{loop.loop_name} not running")
         metrics.add_lag_source(loop.lag)
@@ -107,3 +110,51 @@ def register_processing(
 
     metrics.add_lag_source(lag)
     return pipeline
+
+
+def stage_loops(pipeline: Pipeline) -> tuple[StageLoop, StageLoop]:
+    """The values loop (collectd -> samples) and the fault loop (notifications -> ves-events).
+
+    Two loops, so that a fault never waits behind a burst of value lists.
+    """
+    from ves_streams.broker_wait import bootstrap_servers
+    from ves_streams.sink.config import KafkaSecurity
+
+    settings = pipeline.settings
+    names = pipeline.topics.names
+    common: dict[str, Any] = {
+        "events_topic": names.events,
+        "dead_letter_topic": names.dlq,
+        "exactly_once": pipeline.exactly_once,
+        "session_timeout_ms": int(settings.session_timeout * 1000),
+        "max_poll_interval_ms": int(settings.max_poll_interval * 1000),
+    }
+    values_spec = StageSpec(
+        name="ingest", group_id=f"{settings.app_id}-ingest", topics=(names.values,), records_topic=names.samples,
+        max_batch=repartition.INGEST_BATCH, fetch_partition_bytes=repartition.FETCH_PARTITION_BYTES, **common,
+    )  # fmt: skip
+    faults_spec = StageSpec(
+        name="faults", group_id=f"{settings.app_id}-faults", topics=(names.notifications,),
+        max_batch=faults.FAULTS_BATCH, **common,
+    )  # fmt: skip
+    connection: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers(settings.broker),
+        "client_kwargs": KafkaSecurity.from_settings(settings).client_kwargs,
+        "on_retry": lambda stage: pipeline.metrics.stage_retries.labels(stage).inc(),
+    }
+
+    async def prepare_values() -> None:
+        # Faust created the input topics while agents subscribed to them; now we do.
+        await pipeline.topics.values.maybe_declare()
+        await pipeline.topics.ensure_outputs()
+
+    async def prepare_faults() -> None:
+        await pipeline.topics.notifications.maybe_declare()
+        await pipeline.topics.ensure_outputs()
+
+    values = StageLoop(
+        values_spec, repartition.ValuesHandler(pipeline.samples_partitions, pipeline.metrics), prepare=prepare_values,
+        **connection,
+    )  # fmt: skip
+    fault_loop = StageLoop(faults_spec, faults.FaultsHandler(pipeline), prepare=prepare_faults, **connection)
+    return values, fault_loop

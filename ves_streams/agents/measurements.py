@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ves_streams.agents import deadletter
+from ves_streams.wire import deadletter
 from ves_streams.agents.pipeline import CHANGELOG_FLUSH_SECONDS, Pipeline, header
 from ves_streams.collectd import MalformedInput, parse_value_lists
 from ves_streams.identity import Interval, heartbeat_due, intervals_to_render, next_boundary

@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 from faust import current_event
 
-from ves_streams.agents import deadletter
-from ves_streams.agents.batches import send_to_partition
+from ves_streams.wire import deadletter
 from ves_streams.agents.commit_gate import CommitGate
-from ves_streams.agents.render import Rendered, Renderer
-from ves_streams.identity import OutputRecord, event_record
+from ves_streams.identity import OutputRecord
+from ves_streams.runtime.producing import send_to_partition
+from ves_streams.stages.events import MAX_EVENT_BYTES, EventOutputs, event_outputs
+from ves_streams.stages.render import Rendered, Renderer
 from ves_streams.metrics import Metrics
 from ves_streams.settings import ProcessingGuarantee
 from ves_streams.state import HostIndex, SampleStore, host_partition, local_state_of
@@ -47,12 +48,12 @@ from ves_streams.topics import Topics
 if TYPE_CHECKING:
     import faust
 
-    from ves_streams.agents.ingest import IngestService
     from faust.types import TP, Message, TopicT
 
+    from ves_streams.runtime.loop import StageLoop
     from ves_streams.settings import Settings
 
-__all__ = ["Pipeline"]
+__all__ = ["MAX_EVENT_BYTES", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,6 @@ MAX_BACKFILL_WINDOWS = 10
 #: Changelog records are queued at least this often, and whenever this many are pending.
 CHANGELOG_FLUSH_SECONDS = 0.1
 CHANGELOG_FLUSH_RECORDS = 5000
-#: An event larger than this is dead-lettered (the producer refuses records over 1 MB).
-MAX_EVENT_BYTES = 900 * 1024
 
 
 def transactional_id_for(app_id: str, group: int, partition: int) -> str:
@@ -118,8 +117,8 @@ class Pipeline:
         self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
         #: with exactly_once, keeps Faust's commits out of a record's processing (commit_gate.py)
         self.gate = CommitGate()
-        #: the ingest stage (its own consumer group; set by ``register_processing``)
-        self.ingest: IngestService | None = None
+        #: the values stage loop (its own consumer group; set by ``register_processing``)
+        self.ingest: StageLoop | None = None
 
     # -- partitions ------------------------------------------------------
 
@@ -273,13 +272,13 @@ class Pipeline:
         interval_start: float | None = None,
         original: bytes | None = None,
     ) -> list[Awaitable[Any]]:
-        """Produce rendered events to the events topic and dead-letter the errors."""
+        """Produce rendered events to the events topic and dead-letter the errors (letters first: they are rare)."""
+        made = self.outputs(rendered, stage=stage, source=source, interval_start=interval_start, original=original)
         pending: list[Awaitable[Any]] = []
-        for is_event, record in self.outputs(
-            rendered, stage=stage, source=source, interval_start=interval_start, original=original
-        ):
-            topic = self.topics.events if is_event else self.topics.dlq
-            pending.append(await self.produce(topic, record))
+        for letter in made.dead_letters:
+            pending.append(await self.produce(self.topics.dlq, letter))
+        for record in made.events:
+            pending.append(await self.produce(self.topics.events, record))
         return pending
 
     def outputs(
@@ -290,44 +289,12 @@ class Pipeline:
         source: deadletter.Source,
         interval_start: float | None = None,
         original: bytes | None = None,
-    ) -> list[tuple[bool, OutputRecord]]:
-        """The records ``rendered`` becomes, in order: ``(True, event)`` for ``ves-events``,
-        ``(False, letter)`` for the dead-letter topic. Counts them in the metrics; no I/O."""
-        out: list[tuple[bool, OutputRecord]] = []
-        metrics = self.metrics
-        for event in rendered.events:
-            record, problem = self._event_record(event, interval_start)
-            if record is None:
-                metrics.render_errors.labels(stage).inc()
-                metrics.dead_letters.labels(stage).inc()
-                letter = deadletter.render_error(
-                    str(getattr(event, "rule", "?")), str(getattr(event, "source_name", "")), str(problem), stage,
-                    source, interval_start=interval_start, original=original,
-                )  # fmt: skip
-                out.append((False, letter))
-                continue
-            out.append((True, record))
-            metrics.events_out.labels(event.domain).inc()
-        for error in rendered.errors:
-            # the rule engine has logged it; here it is counted and dead-lettered
-            metrics.render_errors.labels(stage).inc()
-            metrics.dead_letters.labels(stage).inc()
-            letter = deadletter.render_error(
-                str(error.rule), str(error.host), str(error.reason), stage, source,
-                interval_start=interval_start, original=original,
-            )  # fmt: skip
-            out.append((False, letter))
-        return out
-
-    def _event_record(self, event: Any, interval_start: float | None) -> tuple[OutputRecord | None, str | None]:
-        """The events-topic record of ``event``, or why it cannot be produced."""
-        try:
-            record = event_record(event, self.renderer.ves_version, interval_start)
-        except (TypeError, ValueError) as exc:  # a body orjson cannot serialise
-            return None, f"event body is not JSON: {exc}"
-        if len(record.value) > MAX_EVENT_BYTES:
-            return None, f"event of {len(record.value)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit"
-        return record, None
+    ) -> EventOutputs:
+        """The records ``rendered`` becomes (:func:`~ves_streams.stages.events.event_outputs`); no I/O."""
+        return event_outputs(
+            rendered, ves_version=self.renderer.ves_version, metrics=self.metrics, stage=stage, source=source,
+            interval_start=interval_start, original=original,
+        )  # fmt: skip
 
     # -- the agent loop --------------------------------------------------
 

@@ -225,6 +225,8 @@ class SinkConfig:
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     #: The consumer's group session timeout (a dead sink's partitions move after this long).
     session_timeout_ms: int = 10_000
+    #: aiokafka's max.poll.interval.ms; the sink polls (paused) while it waits, so an outage never expires it.
+    max_poll_interval_ms: int = 300_000
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers:
@@ -301,6 +303,7 @@ class SinkConfig:
                 max_attempts=_attempts(int(get("sink_retry_max", 0))),
             ),
             session_timeout_ms=int(float(get("session_timeout", 10.0)) * 1000),
+            max_poll_interval_ms=int(float(get("max_poll_interval", 300.0)) * 1000),
             kafka_security=KafkaSecurity.from_settings(settings),
         )
 

@@ -51,7 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from mode import Service
 
-from ves_streams.consumer_loop import RebalanceForwarder, stop_task
+from ves_streams.runtime.loop import PausedPoll, RebalanceForwarder, stop_task
 from ves_streams.sink import metrics
 from ves_streams.sink.batching import Batch, Batcher
 from ves_streams.sink.client import VesHttpClient
@@ -67,8 +67,6 @@ logger = logging.getLogger(__name__)
 
 #: Longest single poll while nothing is open (keeps stop and rebalances snappy).
 _IDLE_POLL_MS = 1000
-#: Longest single paused poll while waiting to retry.
-_HOLD_SLICE = 1.0
 
 
 @dataclass(slots=True)
@@ -95,7 +93,7 @@ class SinkService(Service):
         self._delivery: BatchDelivery | None = None
         self._pipeline = _Pipeline(Batcher(config.batching))
         self._runner: asyncio.Task[None] | None = None
-        self._holding = False
+        self._poll: PausedPoll | None = None
         self._secrets = config.secrets()
         super().__init__(**kwargs)
 
@@ -139,6 +137,7 @@ class SinkService(Service):
             )
             await self._producer.start()
             self._consumer = AIOKafkaConsumer(**self._consumer_options(security))
+            self._poll = PausedPoll(self._consumer, "VES sink", describe=self._scrub)
             self._consumer.subscribe([cfg.events_topic], listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
             await self._consumer.start()
         except BaseException:
@@ -171,6 +170,8 @@ class SinkService(Service):
             "max_poll_records": cfg.batching.max_events,
             "session_timeout_ms": cfg.session_timeout_ms,
             "heartbeat_interval_ms": max(100, min(3000, cfg.session_timeout_ms // 3)),
+            "max_poll_interval_ms": cfg.max_poll_interval_ms,
+            "rebalance_timeout_ms": max(cfg.max_poll_interval_ms, cfg.session_timeout_ms),
             **security,
         }
 
@@ -376,45 +377,16 @@ class SinkService(Service):
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         logger.info("VES sink: partitions assigned %s", sorted(assigned))
-        if self._holding and self._consumer is not None and assigned:
-            self._consumer.pause(*assigned)
+        if self._poll is not None:
+            self._poll.on_assigned(assigned)
 
     async def _hold(self, seconds: float) -> None:
-        """Wait ``seconds`` without fetching: partitions paused, the consumer still polled.
-
-        Polling keeps the group membership (``max.poll.interval.ms``) alive
-        through long outages; pausing means nothing is fetched or held.
-        Should a poll return records anyway, the consumer is rewound to them.
-        """
-        consumer = self._consumer
-        if consumer is None or seconds <= 0:
+        """Wait ``seconds`` without fetching: partitions paused, the consumer still polled (:class:`PausedPoll`)."""
+        poll = self._poll
+        if poll is None or seconds <= 0:
             await asyncio.sleep(max(0.0, seconds))
             return
-        end = time.monotonic() + seconds
-        self._holding = True
-        try:
-            while True:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    return
-                assigned = consumer.assignment()
-                if assigned:
-                    consumer.pause(*assigned)
-                try:
-                    stray = await consumer.getmany(timeout_ms=max(1, int(min(remaining, _HOLD_SLICE) * 1000)))
-                except KafkaError as exc:
-                    logger.warning("VES sink: polling while waiting failed: %s", self._scrub(exc))
-                    await asyncio.sleep(min(remaining, _HOLD_SLICE))
-                    continue
-                for tp, messages in stray.items():
-                    if messages:
-                        consumer.seek(tp, messages[0].offset)
-        finally:
-            self._holding = False
-            if self._consumer is not None:
-                assigned = self._consumer.assignment()
-                if assigned:
-                    self._consumer.resume(*assigned)
+        await poll.sleep(seconds)
 
     def _scrub(self, exc: BaseException) -> str:
         return scrub(f"{type(exc).__name__}: {exc}", self._secrets)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from ves_streams.agents.deadletter import Source, malformed_input, render_error
+from ves_streams.wire.deadletter import Source, malformed_input, render_error
 from ves_streams.topics import DLQ_MAX_VALUE_BYTES
 
 

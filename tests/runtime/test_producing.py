@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from ves_streams.agents.batches import send_to_partition
+from ves_streams.runtime.producing import send_to_partition
 
 
 class RecordingProducer(AIOKafkaProducer):  # type: ignore[misc]

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tests.agents.support import capture_round
-from ves_streams.agents.render import TopologyRenderer
+from ves_streams.stages.render import TopologyRenderer
 from ves_streams.collectd import Notification, parse_value_lists
 from ves_streams.identity import Interval
 from ves_streams.rules import load_topology

@@ -1,0 +1,224 @@
+"""The stage loop against a real broker: commit after ack, retries that keep the group, revoke, exactly-once abort.
+
+The broker refuses writes the way a cluster that lost its in-sync replicas
+does: an output topic whose ``min.insync.replicas`` (2) exceeds its
+replication factor (1) answers ``NOT_ENOUGH_REPLICAS`` to every ``acks=all``
+produce, until the test lowers it to 1. ``max.poll.interval.ms`` is set to
+3 s, below the length of every refusal, so a loop that stopped polling while
+it retried would be thrown out of its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+
+from tests.plugins.kafka import create_topics_async, new_topic_name
+from ves_streams.identity import OutputRecord
+from ves_streams.runtime.loop import StageLoop, StageSpec
+from ves_streams.runtime.outputs import InputMessage, StageOutput
+
+pytestmark = pytest.mark.integration
+
+MAX_POLL_MS = 3000
+
+
+class EchoHandler:
+    """Every input value becomes one event; a value starting with ``bad`` also a dead letter."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.acknowledged_values: list[bytes] = []
+
+    async def handle(self, messages: Sequence[InputMessage]) -> StageOutput:
+        self.batches += 1
+        out = StageOutput()
+        for message in messages:
+            out.note_input(message)
+            value = message.value or b""
+            out.events.append(OutputRecord(key=message.key, value=value, headers=[]))
+            if value.startswith(b"bad"):
+                out.dead_letters.append(OutputRecord(key=message.key, value=value, headers=[("reason", b"bad")]))
+        return out
+
+    def acknowledged(self, output: StageOutput) -> None:
+        self.acknowledged_values += [e.value for e in output.events]
+
+
+class Topics:
+    def __init__(self, prefix: str) -> None:
+        self.input = new_topic_name(f"{prefix}-in")
+        self.events = new_topic_name(f"{prefix}-events")
+        self.dlq = new_topic_name(f"{prefix}-dlq")
+        self.group = new_topic_name(f"{prefix}-group")
+
+
+def _spec(t: Topics, **overrides: Any) -> StageSpec:
+    options: dict[str, Any] = {
+        "name": "echo", "group_id": t.group, "topics": (t.input,), "events_topic": t.events, "dead_letter_topic": t.dlq,
+        "max_batch": 100, "session_timeout_ms": 6000, "max_poll_interval_ms": MAX_POLL_MS, "request_timeout_ms": 2000,
+        "commit_every": 0.2,
+    }  # fmt: skip
+    options.update(overrides)
+    return StageSpec(**options)
+
+
+async def _set_min_insync(bootstrap: str, topic: str, value: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={"min.insync.replicas": str(value)})])
+    finally:
+        await admin.close()
+
+
+async def _produce(bootstrap: str, topic: str, values: Sequence[bytes], partitions: int = 1) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i, value in enumerate(values):
+            await producer.send_and_wait(topic, value, key=b"k", partition=i % partitions)
+    finally:
+        await producer.stop()
+
+
+async def _read_all(bootstrap: str, topic: str, *, committed_only: bool = True, settle: float = 2.0) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+    )  # fmt: skip
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        quiet_until = time.monotonic() + settle
+        while time.monotonic() < quiet_until:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                out += [r.value for r in records]
+                quiet_until = time.monotonic() + settle
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def _committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    finally:
+        await consumer.stop()
+
+
+async def _until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def _loop(spec: StageSpec, handler: EchoHandler, bootstrap: str) -> StageLoop:
+    return StageLoop(spec, handler, bootstrap_servers=bootstrap)
+
+
+def test_a_refused_produce_is_retried_polling_and_offsets_are_committed_only_after_the_ack(kafka: Any) -> None:
+    bootstrap = kafka.bootstrap_servers
+    t = Topics("refused")
+
+    async def scenario() -> None:
+        await create_topics_async(bootstrap, [t.input, t.dlq], partitions=1)
+        await create_topics_async(bootstrap, [t.events], partitions=1, configs={"min.insync.replicas": "2"})
+        values = [f"v{i}".encode() for i in range(20)]
+        await _produce(bootstrap, t.input, values)
+        handler = EchoHandler()
+        loop = _loop(_spec(t), handler, bootstrap)
+        await loop.start()
+        try:
+            await _until(lambda: loop.failed_attempts >= 2, 30, "two refused attempts")
+            # refused for longer than max.poll.interval.ms: nothing committed, still in the group
+            await asyncio.sleep(MAX_POLL_MS / 1000 + 1)
+            assert await _committed(bootstrap, t.group, t.input) == {0: None}
+            assert handler.acknowledged_values == []
+            assert loop.is_ready()
+            await _set_min_insync(bootstrap, t.events, 1)
+            await _until(lambda: loop.handled.get(TopicPartition(t.input, 0)) == 20, 60, "the batch acknowledged")
+            await _until(lambda: loop.committed_offsets().get(TopicPartition(t.input, 0)) == 20, 10, "the commit")
+            assert loop.assignments == 1, "the loop left its group while retrying (max.poll.interval.ms expired)"
+        finally:
+            await loop.stop()
+        assert await _committed(bootstrap, t.group, t.input) == {0: 20}
+        delivered = await _read_all(bootstrap, t.events)
+        assert sorted(set(delivered)) == sorted(values)  # every one, once acknowledged (copies allowed: at-least-once)
+
+    asyncio.run(scenario())
+
+
+def test_a_revoke_abandons_the_batch_in_flight_and_the_new_owner_redoes_it(kafka: Any) -> None:
+    bootstrap = kafka.bootstrap_servers
+    t = Topics("revoke")
+
+    async def scenario() -> None:
+        await create_topics_async(bootstrap, [t.input], partitions=2)
+        await create_topics_async(bootstrap, [t.dlq], partitions=1)
+        await create_topics_async(bootstrap, [t.events], partitions=1, configs={"min.insync.replicas": "2"})
+        values = [f"r{i}".encode() for i in range(40)]
+        await _produce(bootstrap, t.input, values, partitions=2)
+        first_handler, second_handler = EchoHandler(), EchoHandler()
+        first = _loop(_spec(t), first_handler, bootstrap)
+        await first.start()
+        second = _loop(_spec(t), second_handler, bootstrap)
+        try:
+            await _until(lambda: first.failed_attempts >= 1, 30, "the first loop's batch refused")
+            await second.start()  # joins the group: the first loop's partitions are revoked mid-batch
+            await _until(lambda: first.abandoned >= 1, 60, "the batch in flight abandoned")
+            await _until(lambda: second.assignments >= 1 and first.assignments >= 2, 30, "both loops assigned")
+            await _set_min_insync(bootstrap, t.events, 1)
+            ends = {TopicPartition(t.input, 0): 20, TopicPartition(t.input, 1): 20}
+
+            def all_committed() -> bool:
+                done = {**first.committed_offsets(), **second.committed_offsets()}
+                return all(done.get(tp) == end for tp, end in ends.items())
+
+            await _until(all_committed, 60, "every partition committed by its owner")
+        finally:
+            await second.stop()
+            await first.stop()
+        assert await _committed(bootstrap, t.group, t.input, partitions=2) == {0: 20, 1: 20}
+        assert sorted(set(await _read_all(bootstrap, t.events))) == sorted(values)
+        assert second_handler.acknowledged_values, "the new owner redid the revoked partition's records"
+
+    asyncio.run(scenario())
+
+
+def test_exactly_once_aborts_a_failed_batch_and_committed_readers_see_each_output_once(kafka: Any) -> None:
+    bootstrap = kafka.bootstrap_servers
+    t = Topics("eos")
+
+    async def scenario() -> None:
+        await create_topics_async(bootstrap, [t.input, t.events], partitions=1)
+        # the events of the batch are written; its dead letter is refused, so the transaction must abort
+        await create_topics_async(bootstrap, [t.dlq], partitions=1, configs={"min.insync.replicas": "2"})
+        values = [b"e0", b"e1", b"bad2", b"e3"]
+        await _produce(bootstrap, t.input, values)
+        handler = EchoHandler()
+        loop = _loop(_spec(t, exactly_once=True), handler, bootstrap)
+        await loop.start()
+        try:
+            await _until(lambda: loop.failed_attempts >= 1, 30, "the transaction failed")
+            await _set_min_insync(bootstrap, t.dlq, 1)
+            await _until(lambda: loop.committed_offsets().get(TopicPartition(t.input, 0)) == 4, 60, "the transaction committed")
+        finally:
+            await loop.stop()
+        assert sorted(await _read_all(bootstrap, t.events)) == sorted(values)  # once each: the aborted copies are hidden
+        assert await _read_all(bootstrap, t.dlq) == [b"bad2"]
+        assert len(await _read_all(bootstrap, t.events, committed_only=False)) > len(values), "no aborted attempt was written"
+        assert await _committed(bootstrap, t.group, t.input) == {0: 4}  # the offsets went with the transaction
+
+    asyncio.run(scenario())

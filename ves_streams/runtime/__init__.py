@@ -1,0 +1,9 @@
+"""The stage runtime: what runs the stages on Kafka.
+
+* ``outputs``   the typed value a stage's handler returns (:class:`StageOutput`);
+* ``loop``      :class:`StageLoop`: batched consume -> handle -> produce -> ack -> commit,
+  one consumer group per stage, pause-and-poll through outages;
+* ``producing`` many records to one partition through aiokafka's batch API.
+
+No module here knows what a stage does: the handlers live in ``ves_streams.stages``.
+"""

@@ -1,0 +1,525 @@
+"""The stage loop: fetch a batch, hand it to a pure handler, produce, wait for the ack, commit.
+
+Every hand-written consume-produce stage of a worker (values ingest, faults)
+runs on :class:`StageLoop`; what differs between them is their handler
+(:class:`~ves_streams.runtime.outputs.StageHandler`) and their
+:class:`StageSpec`. The loop owns, once for all of them: the aiokafka
+consumer (its own consumer group, auto-commit off, ``read_committed``) and
+producer (``acks=all``, idempotent), the guarded runner, rebalances,
+backoff, offsets, readiness and lag.
+
+What it guarantees:
+
+* **Commit after the ack.** An input offset is committed only after every
+  record the handler made of the records before it was acknowledged by the
+  broker. A crash redelivers from the last commit (at-least-once).
+* **Exactly-once** (``spec.exactly_once``): one Kafka transaction per batch,
+  holding the batch's outputs and its input offsets; they commit or abort
+  together, and a failed attempt aborts and is retried in a new transaction.
+* **Group membership survives any outage.** While a produce is waiting for
+  its acknowledgement for longer than :data:`HOLD_AFTER`, or waiting to be
+  retried, the loop pauses its partitions and keeps polling
+  (:class:`PausedPoll`): ``max.poll.interval.ms`` never expires, nothing more
+  is fetched, and memory holds one batch.
+* **A revoke abandons the batch in flight.** A produce attempt under way is
+  let finish (so a transaction commits or aborts whole before the partitions
+  go); offsets acknowledged so far are committed; a batch not yet
+  acknowledged is dropped and the partitions' next owner redoes it from the
+  committed offset (aiokafka's eager rebalance re-reads every partition's
+  position from its commit).
+* **Never crashes on data**: handlers turn bad input into dead letters.
+  Only a bug or an unusable Kafka crashes the loop (logged, and ``mode``
+  crashes the worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from ves_streams.runtime.outputs import PartitionedRecord, StageHandler, StageOutput
+from ves_streams.runtime.producing import send_to_partition
+
+__all__ = ["HOLD_AFTER", "PausedPoll", "RebalanceForwarder", "StageLoop", "StageSpec", "stop_task"]
+
+log = logging.getLogger(__name__)
+
+#: Longest wait for a fetch while the input is idle.
+POLL_MS = 200
+#: A produce not acknowledged after this long is waited for with the partitions paused and polled.
+HOLD_AFTER = 0.5
+#: Longest single poll while holding (keeps revokes and stops snappy).
+HOLD_SLICE = 1.0
+#: Backoff between attempts to produce a batch the broker refused (seconds).
+RETRY_INITIAL, RETRY_MAX = 0.5, 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """What one stage loop consumes, where its outputs go, and how it is tuned."""
+
+    #: how logs, metrics and readiness name the stage; the suffix of its consumer group
+    name: str
+    group_id: str
+    topics: tuple[str, ...]
+    #: destination of :attr:`StageOutput.events`
+    events_topic: str
+    #: destination of :attr:`StageOutput.dead_letters`
+    dead_letter_topic: str
+    #: destination of :attr:`StageOutput.records` (each to its own partition), if the stage makes any
+    records_topic: str | None = None
+    #: most records handled as one batch
+    max_batch: int = 500
+    exactly_once: bool = False
+    session_timeout_ms: int = 10_000
+    #: aiokafka's ``max_poll_interval_ms``: the loop polls through outages, so it can be low
+    max_poll_interval_ms: int = 300_000
+    fetch_partition_bytes: int = 1024 * 1024
+    #: offsets are committed at most this often (and on revoke and stop): a commit is a round trip
+    commit_every: float = 1.0
+    linger_ms: int = 20
+    #: how long the producer retries a record the broker refuses before the attempt fails
+    request_timeout_ms: int = 30_000
+
+
+class RebalanceForwarder(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
+    """Forwards aiokafka's rebalance callbacks to a service's methods, as sets of partitions.
+
+    ``revoked`` is awaited before the partitions go (commit what is finished there).
+    """
+
+    def __init__(
+        self,
+        revoked: Callable[[set[TopicPartition]], Awaitable[None]],
+        assigned: Callable[[set[TopicPartition]], None],
+    ) -> None:
+        self._revoked = revoked
+        self._assigned = assigned
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._assigned(set(assigned))
+
+
+async def stop_task(task: asyncio.Task[Any] | None, logger: logging.Logger) -> None:
+    """Cancel a loop task and wait for it; its own failure was logged by the loop's guard."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        logger.debug("stopped loop had failed", exc_info=True)
+
+
+class PausedPoll:
+    """Wait without fetching: the consumer's partitions paused, the consumer still polled.
+
+    Polling keeps the group membership (``max.poll.interval.ms``) alive
+    through outages of any length; pausing means nothing is fetched or held.
+    Should a poll return records anyway (a partition assigned meanwhile), the
+    consumer is rewound to them. Shared by the stage loops and the sink.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, name: str, describe: Callable[[BaseException], str] | None = None) -> None:
+        self.consumer = consumer
+        self.name = name
+        self.holding = False
+        self._describe = describe or (lambda exc: f"{type(exc).__name__}: {exc}")
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Partitions assigned while holding stay paused too."""
+        if self.holding and assigned:
+            self.consumer.pause(*assigned)
+
+    async def sleep(self, seconds: float) -> None:
+        """Hold for ``seconds``."""
+        if seconds <= 0:
+            return
+        end = time.monotonic() + seconds
+        await self._hold(lambda: end - time.monotonic())
+
+    async def until(self, future: asyncio.Future[Any]) -> None:
+        """Hold until ``future`` is done (its outcome is the caller's to read)."""
+        await self._hold(lambda: 0.0 if future.done() else HOLD_SLICE, wake=future)
+
+    async def _hold(self, remaining: Callable[[], float], wake: asyncio.Future[Any] | None = None) -> None:
+        consumer = self.consumer
+        self.holding = True
+        try:
+            while True:
+                left = remaining()
+                if left <= 0:
+                    return
+                assigned = consumer.assignment()
+                if assigned:
+                    consumer.pause(*assigned)
+                poll = asyncio.ensure_future(consumer.getmany(timeout_ms=max(1, int(min(left, HOLD_SLICE) * 1000))))
+                try:
+                    # a produce acknowledged mid-poll ends the hold at once; the poll itself runs out on its own
+                    await asyncio.wait({poll} if wake is None else {poll, wake}, return_when=asyncio.FIRST_COMPLETED)
+                    if not poll.done():
+                        await poll
+                    stray = poll.result()
+                except KafkaError as exc:
+                    log.warning("%s: polling while waiting failed: %s", self.name, self._describe(exc))
+                    await asyncio.sleep(min(max(left, 0.0), HOLD_SLICE))
+                    continue
+                finally:
+                    if not poll.done():
+                        poll.cancel()
+                for tp, messages in stray.items():
+                    if messages:
+                        consumer.seek(tp, messages[0].offset)
+        finally:
+            self.holding = False
+            assigned = consumer.assignment()
+            if assigned:
+                consumer.resume(*assigned)
+
+
+class StageLoop(Service):
+    """One stage of a worker on its own consumer group; see the module docstring.
+
+    Started by the Faust worker with the app's other services (after table
+    recovery), or standalone (``async with StageLoop(...)``) in tests.
+    ``prepare`` runs first in ``on_start`` (declare topics, say).
+    """
+
+    def __init__(
+        self,
+        spec: StageSpec,
+        handler: StageHandler,
+        *,
+        bootstrap_servers: str,
+        client_kwargs: Callable[[], dict[str, Any]] = dict,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.spec = spec
+        self.handler = handler
+        self._servers = bootstrap_servers
+        self._client_kwargs = client_kwargs
+        self._prepare = prepare
+        self._on_retry = on_retry
+        #: input partition -> offset after the last record whose outputs the broker acknowledged
+        self.handled: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._poll: PausedPoll | None = None
+        self._runner: asyncio.Task[None] | None = None
+        #: the produce attempt under way, if any (a revoke lets it finish)
+        self._attempt: asyncio.Task[None] | None = None
+        self._last_commit = 0.0
+        #: bumped on every revoke: a batch fetched in an older generation is abandoned
+        self._generation = 0
+        self._joined = False
+        #: batches abandoned by a revoke, produce attempts that failed (for tests and logs)
+        self.abandoned = 0
+        self.failed_attempts = 0
+        #: group generations joined (one per rebalance this loop took part in)
+        self.assignments = 0
+        super().__init__(**kwargs)
+
+    # -- what the render ticks, the probes and the metrics ask ------------
+
+    @property
+    def loop_name(self) -> str:
+        return self.spec.name
+
+    @property
+    def group_id(self) -> str:
+        return self.spec.group_id
+
+    @property
+    def topic(self) -> str:
+        """The (first) input topic."""
+        return self.spec.topics[0]
+
+    @property
+    def max_batch(self) -> int:
+        return self.spec.max_batch
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.spec.exactly_once
+
+    def assigned(self) -> list[TopicPartition]:
+        """The input partitions this loop owns now."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        return sorted((tp for tp in consumer.assignment() if tp.topic in self.spec.topics), key=lambda tp: (tp.topic, tp.partition))
+
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        consumer = self._consumer
+        if consumer is None or not tps:
+            return {}
+        return dict(await consumer.end_offsets(list(tps)))
+
+    async def position(self, tp: TopicPartition) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        return int(await consumer.position(tp))
+
+    def is_ready(self) -> bool:
+        """Running, and joined its consumer group at least once (an empty assignment counts)."""
+        runner = self._runner
+        return self.started and not self.should_stop and self._joined and runner is not None and not runner.done()
+
+    def lag(self) -> Iterator[tuple[str, int, int]]:
+        """``(topic, partition, records not yet committed)`` of the owned partitions."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            yield tp.topic, tp.partition, max(0, highwater - self._committed.get(tp, 0))
+
+    def committed_offsets(self) -> dict[TopicPartition, int]:
+        """What this loop committed (or, with exactly_once, committed in a transaction) per partition."""
+        return dict(self._committed)
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def on_start(self) -> None:
+        spec = self.spec
+        if self._prepare is not None:
+            await self._prepare()
+        security = self._client_kwargs()
+        producer_options: dict[str, Any] = {
+            "bootstrap_servers": self._servers,
+            "client_id": spec.group_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": spec.linger_ms,
+            "request_timeout_ms": spec.request_timeout_ms,
+            # one record batch per output partition per input batch (see producing.py)
+            "max_batch_size": 1024 * 1024,
+            "max_request_size": 4 * 1024 * 1024,
+        }
+        if spec.exactly_once:
+            # one id per worker process: a restarted worker must not fence a live one
+            producer_options["transactional_id"] = f"{spec.group_id}-{socket.gethostname()}-{os.getpid()}"
+        session_ms = spec.session_timeout_ms
+        try:
+            self._producer = AIOKafkaProducer(**producer_options, **security)
+            await self._producer.start()
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._servers,
+                group_id=spec.group_id,
+                client_id=spec.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                max_poll_records=spec.max_batch,
+                max_partition_fetch_bytes=spec.fetch_partition_bytes,
+                session_timeout_ms=session_ms,
+                heartbeat_interval_ms=max(100, min(3000, session_ms // 4)),
+                max_poll_interval_ms=spec.max_poll_interval_ms,
+                rebalance_timeout_ms=max(spec.max_poll_interval_ms, session_ms),
+                **security,
+            )
+            self._poll = PausedPoll(self._consumer, spec.name)
+            self._consumer.subscribe(list(spec.topics), listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
+            await self._consumer.start()
+        except BaseException:
+            await self._close_io()
+            raise
+        outputs = ", ".join(t for t in (spec.records_topic, spec.events_topic) if t)
+        log.info("%s started: %s -> %s (group %s%s)", spec.name, ", ".join(spec.topics), outputs,
+                 spec.group_id, ", transactional" if spec.exactly_once else "")  # fmt: skip
+        self._runner = asyncio.ensure_future(self._run_guarded())
+
+    async def on_stop(self) -> None:
+        runner, self._runner = self._runner, None
+        await stop_task(runner, log)
+        await self._wait_attempt()
+        if self._consumer is not None and not self.spec.exactly_once:
+            await self._commit(force=True)
+        await self._close_io()
+
+    async def _close_io(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        for name, closer in (("consumer", consumer), ("producer", producer)):
+            if closer is None:
+                continue
+            try:
+                await closer.stop()
+            except Exception as exc:
+                log.warning("%s: stopping the %s failed: %s: %s", self.spec.name, name, type(exc).__name__, exc)
+
+    # -- the loop ---------------------------------------------------------
+
+    async def _run_guarded(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.error("%s loop failed", self.spec.name, exc_info=True)
+            await self.crash(exc)
+            raise
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("StageLoop started without a consumer")
+        while True:
+            fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=self.spec.max_batch)
+            generation = self._generation
+            messages = [message for records in fetched.values() for message in records]
+            if messages:
+                await self._process(messages, generation)
+            if not self.spec.exactly_once:
+                await self._commit()
+
+    async def _process(self, messages: list[Any], generation: int) -> bool:
+        """Hand one batch to the handler and produce its output until acknowledged; False if abandoned."""
+        output = await self.handler.handle(messages)
+        attempt = 0
+        while True:
+            if generation != self._generation:
+                self.abandoned += 1
+                return False
+            task = self._attempt = asyncio.ensure_future(self._attempt_produce(output, generation))
+            try:
+                done, _ = await asyncio.wait({task}, timeout=HOLD_AFTER)
+                if not done and self._poll is not None:
+                    await self._poll.until(task)
+                await task
+            except (KafkaError, asyncio.TimeoutError) as exc:
+                attempt += 1
+                self.failed_attempts += 1
+                if self._on_retry is not None:
+                    self._on_retry(self.spec.name)
+                delay = min(RETRY_MAX, RETRY_INITIAL * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+                log.warning("%s: producing a batch failed (attempt %d, retrying in %.1f s): %s: %s", self.spec.name,
+                            attempt, delay, type(exc).__name__, exc)  # fmt: skip
+                if self._poll is not None:
+                    await self._poll.sleep(delay)
+                else:
+                    await asyncio.sleep(delay)
+                continue
+            finally:
+                if self._attempt is task:
+                    self._attempt = None
+            return generation == self._generation
+
+    async def _attempt_produce(self, output: StageOutput, generation: int) -> None:
+        """One attempt: produce ``output`` and wait for the ack; then its offsets count as handled.
+
+        Runs as a task of its own so that a revoke can wait for it while the
+        loop task polls.
+        """
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("StageLoop producer used before start")
+        if self.spec.exactly_once:
+            async with producer.transaction():
+                futures = await self._send_all(producer, output)
+                await producer.send_offsets_to_transaction(dict(output.handled), self.spec.group_id)
+            await asyncio.gather(*futures)
+            for tp, offset in output.handled.items():
+                self._committed[tp] = max(offset, self._committed.get(tp, 0))
+        else:
+            futures = await self._send_all(producer, output)
+            await asyncio.gather(*futures)
+        self.handler.acknowledged(output)
+        # acknowledged: handled even when revoked meanwhile (the revoke waited for this and commits it)
+        for tp, next_offset in output.handled.items():
+            if next_offset > self.handled.get(tp, -1):
+                self.handled[tp] = next_offset
+
+    async def _send_all(self, producer: AIOKafkaProducer, output: StageOutput) -> list[asyncio.Future[Any]]:
+        spec = self.spec
+        futures: list[asyncio.Future[Any]] = []
+        for event in output.events:  # first: a fault waits for no value list
+            futures.append(await producer.send(spec.events_topic, event.value, event.key, headers=list(event.headers)))
+        if output.records:
+            if spec.records_topic is None:
+                raise RuntimeError(f"stage {spec.name} made records but has no records topic")
+            futures += await self._send_records(producer, spec.records_topic, output.records)
+        for letter in output.dead_letters:
+            futures.append(await producer.send(spec.dead_letter_topic, letter.value, letter.key, headers=list(letter.headers)))
+        return futures
+
+    async def _send_records(self, producer: AIOKafkaProducer, topic: str, records: Sequence[PartitionedRecord]) -> list[asyncio.Future[Any]]:
+        if self.spec.exactly_once:  # send() adds each partition to the transaction; send_batch() would not
+            return [
+                await producer.send(topic, r.value, r.key, partition=r.partition, headers=list(r.headers)) for r in records
+            ]
+        by_partition: dict[int, list[PartitionedRecord]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record)
+        futures: list[asyncio.Future[Any]] = []
+        for partition, batch in by_partition.items():
+            futures += await send_to_partition(producer, topic, partition, ((r.key, r.value, r.headers) for r in batch))
+        return futures
+
+    # -- offsets and the consumer group -----------------------------------
+
+    async def _commit(self, *, force: bool = False) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        due = {tp: offset for tp, offset in self.handled.items() if offset > self._committed.get(tp, -1)}
+        if not due or (not force and time.monotonic() - self._last_commit < self.spec.commit_every):
+            return
+        owned = consumer.assignment()
+        due = {tp: offset for tp, offset in due.items() if tp in owned}
+        if not due:
+            return
+        try:
+            await consumer.commit(due)
+        except KafkaError as exc:
+            log.warning("%s: offset commit failed (committing again later): %s: %s", self.spec.name, type(exc).__name__, exc)
+            return
+        self._last_commit = time.monotonic()
+        self._committed.update(due)
+
+    async def _wait_attempt(self) -> None:
+        attempt = self._attempt
+        if attempt is not None and not attempt.done():
+            await asyncio.wait({attempt})
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # The batch in flight is abandoned; a produce attempt under way finishes first
+        # (a transaction commits or aborts whole), then what was acknowledged is committed.
+        self._generation += 1
+        await self._wait_attempt()
+        if not self.spec.exactly_once:
+            await self._commit(force=True)
+        for tp in revoked:
+            self.handled.pop(tp, None)
+            self._committed.pop(tp, None)
+        if revoked:
+            log.info("%s: partitions revoked %s", self.spec.name, sorted(tp.partition for tp in revoked))
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._joined = True
+        self.assignments += 1
+        if self._poll is not None:
+            self._poll.on_assigned(assigned)
+        log.info("%s: partitions assigned %s", self.spec.name, sorted(tp.partition for tp in assigned))

@@ -1,0 +1,83 @@
+"""What a stage's handler hands back to the loop: a typed value, not flags in tuples.
+
+A handler (:class:`StageHandler`) is pure with respect to Kafka: it gets a
+batch of input records and returns a :class:`StageOutput` saying what to
+produce, in which order, and which input offsets that covers. The loop
+(:mod:`ves_streams.runtime.loop`) produces it, waits for the broker's
+acknowledgement and only then counts those offsets as handled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import TopicPartition
+
+from ves_streams.identity import OutputRecord
+
+__all__ = ["InputMessage", "PartitionedRecord", "StageHandler", "StageOutput"]
+
+
+class InputMessage(Protocol):
+    """What a stage reads of a Kafka record (aiokafka's ``ConsumerRecord`` has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class PartitionedRecord(Protocol):
+    """A record for an explicit partition of the stage's record topic (the samples topic)."""
+
+    @property
+    def key(self) -> bytes: ...
+
+    @property
+    def value(self) -> bytes: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(slots=True)
+class StageOutput:
+    """What one batch of input becomes. Produced in this order: events, records, dead letters.
+
+    Events go first so that a fault waits for no value list; within each
+    list the order is kept (per partition, Kafka keeps it too).
+    """
+
+    #: for the events topic (``ves-events``)
+    events: list[OutputRecord] = field(default_factory=list)
+    #: for the stage's record topic, each to its own partition (the samples topic)
+    records: list[PartitionedRecord] = field(default_factory=list)
+    #: for the dead-letter topic
+    dead_letters: list[OutputRecord] = field(default_factory=list)
+    #: input partition -> offset after its last record in the batch
+    handled: dict[TopicPartition, int] = field(default_factory=dict)
+    #: input topic -> records read
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def note_input(self, message: InputMessage) -> None:
+        """Count ``message`` as part of this batch (its offset is covered once the output is acknowledged)."""
+        self.handled[TopicPartition(message.topic, message.partition)] = message.offset + 1
+        self.counts[message.topic] = self.counts.get(message.topic, 0) + 1
+
+
+class StageHandler(Protocol):
+    """A stage's logic: a batch of input records in, what to produce out; no Kafka I/O."""
+
+    async def handle(self, messages: Sequence[InputMessage]) -> StageOutput:
+        """What ``messages`` become. Never raises on data: bad input becomes dead letters."""
+        ...
+
+    def acknowledged(self, output: StageOutput) -> None:
+        """Called once the broker acknowledged ``output`` (count what was delivered)."""
+        ...

@@ -1,0 +1,233 @@
+"""Repartition: collectd value lists in, one samples record per host and batch out.
+
+``write_kafka`` keys its messages randomly, so one host's value lists are
+spread over every partition of the ``collectd`` topic. This stage decodes
+each message itself, dead-letters what is malformed, and produces each
+host's value lists to the samples topic, keyed by host and in the host's
+partition (:func:`~ves_streams.state.host_partition`), so that one worker
+holds all of a host's series.
+
+**Why this stage is not a Faust agent.** It is stateless and sees every
+collectd message, a few hundred bytes each: at 1000 hosts that is ~7,000
+messages per second. Faust's per-record stream machinery costs about 0.7 ms
+of CPU per record (measured: a Faust agent that only passes records on does
+~1,400 per CPU second, a bare aiokafka loop ~30,000), so a Faust agent could
+not keep up with the realistic rate on one worker. It runs on a
+:class:`~ves_streams.runtime.loop.StageLoop` in its own consumer group
+(``<app id>-ingest``) and packs a whole fetched batch into one samples
+record per host (:func:`ingest_batch`), so the stateful Faust stage
+downstream pays Faust's per-record cost a few times per host and interval,
+not once per value list.
+
+What it guarantees (with the loop's commit-after-ack):
+
+* **Duplicates are harmless.** Replayed value lists update the state table
+  to what it already holds (:meth:`~ves_streams.state.SampleStore.apply`
+  keeps each series' newest value list and skips an equal one).
+* **Render ticks come after the samples they must see.** A batch's input
+  offsets count as handled (:attr:`StageLoop.handled`, read by
+  :func:`~ves_streams.agents.measurements.wait_for_ingest`) only once its
+  samples records are acknowledged, so a tick produced afterwards lands
+  behind them in the samples partition.
+* **Never crashes on data**: a message is accepted or dead-lettered whole
+  (``collectd.parse_value_lists`` never half-parses); a parser bug
+  dead-letters the message with ``internal error`` as the reason.
+* **The event loop stays responsive**: a batch is parsed in chunks of
+  :data:`PARSE_CHUNK` records with a yield between them, so faults, the
+  sink and the render ticks of the same worker never wait a whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from ves_streams.collectd import MalformedInput, ValueList, parse_value_lists
+from ves_streams.runtime.outputs import InputMessage, StageOutput
+from ves_streams.stages import faults
+from ves_streams.stages.events import StageMetrics
+from ves_streams.state import host_partition
+from ves_streams.topics import HEADER_KIND, KIND_VALUES
+from ves_streams.wire import deadletter
+
+__all__ = [
+    "INGEST_BATCH",
+    "IngestBatch",
+    "SamplesRecord",
+    "ValuesHandler",
+    "ingest_batch",
+    "ingest_batch_yielding",
+    "samples_records",
+]
+
+log = logging.getLogger(__name__)
+
+STAGE = "values"
+#: Most collectd records handled as one batch. Larger batches pack more of a host's
+#: value lists into one samples record (bench, 1000 hosts: ~5 per record at 5000).
+INGEST_BATCH = 20000
+#: Value-list records parsed between two yields to the event loop (~0.1 s of CPU at most).
+PARSE_CHUNK = 250
+#: Per-partition fetch size: enough for a batch from a few partitions (aiokafka's default is 1 MB).
+FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+#: A samples record stays well under the producer's 1 MB request limit.
+SAMPLES_RECORD_MAX_BYTES = 256 * 1024
+_VALUES_HEADERS = ((HEADER_KIND, KIND_VALUES),)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplesRecord:
+    """One host's value lists (from one batch), for the samples topic."""
+
+    host: str
+    partition: int
+    value: bytes
+
+    @property
+    def key(self) -> bytes:
+        return self.host.encode("utf-8", "surrogatepass")
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]:
+        return _VALUES_HEADERS
+
+
+@dataclass(slots=True)
+class IngestBatch(StageOutput):
+    """What one fetched batch of collectd records becomes (``records`` are :class:`SamplesRecord`)."""
+
+    value_lists: int = 0
+    #: value-list records dead-lettered (the rest of ``dead_letters`` come from notifications)
+    malformed_values: int = 0
+
+
+class FaultRouting(faults.FaultContext, Protocol):
+    """A fault context that also names the notifications topic (the pipeline has both)."""
+
+    topics: Any
+
+
+def samples_records(
+    items: Iterable[tuple[str, bytes]], partitions: int, max_bytes: int = SAMPLES_RECORD_MAX_BYTES
+) -> list[SamplesRecord]:
+    """Group ``(host, value list JSON)`` pairs by host (first-seen order) into samples-topic records.
+
+    A host's value lists are split over several records when they would
+    exceed ``max_bytes`` (the producer refuses records over 1 MB).
+    """
+    by_host: dict[str, list[list[bytes]]] = {}
+    sizes: dict[str, int] = {}
+    for host, item in items:
+        chunks = by_host.get(host)
+        if chunks is None:
+            chunks = by_host[host] = [[]]
+            sizes[host] = 0
+        if chunks[-1] and sizes[host] + len(item) + 1 > max_bytes:
+            chunks.append([])
+            sizes[host] = 0
+        chunks[-1].append(item)
+        sizes[host] += len(item) + 1
+    return [
+        SamplesRecord(host, host_partition(host, partitions), b"[" + b",".join(chunk) + b"]")
+        for host, chunks in by_host.items()
+        for chunk in chunks
+    ]
+
+
+def _items(raw: bytes, value_lists: list[ValueList]) -> Iterator[tuple[str, bytes]]:
+    """``(host, JSON)`` per value list; a one-element message (all of write_kafka's) reuses its own bytes."""
+    if len(value_lists) == 1:
+        body = raw.strip()
+        if body[:1] == b"[" and body[-1:] == b"]":
+            yield value_lists[0].host, body[1:-1].strip()
+            return
+    for vl in value_lists:
+        yield vl.host, orjson.dumps(vl.to_json())
+
+
+def ingest_batch(messages: Sequence[InputMessage], partitions: int, faults_context: FaultRouting | None = None) -> IngestBatch:
+    """Parse a batch of collectd records: samples records per host, dead letters for the rest.
+
+    Records of the notifications topic (when ``faults_context`` is given)
+    become fault events (:func:`~ves_streams.stages.faults.add_faults`).
+    Pure but for metrics: no I/O. The samples stage parses the records again
+    with the same parser, so reusing a message's bytes cannot let through
+    what it refuses.
+    """
+    batch = IngestBatch()
+    items: list[tuple[str, bytes]] = []
+    _parse_into(batch, items, messages, faults_context)
+    batch.records = list(samples_records(items, partitions))
+    return batch
+
+
+async def ingest_batch_yielding(
+    messages: Sequence[InputMessage], partitions: int, faults_context: FaultRouting | None = None, chunk: int = PARSE_CHUNK
+) -> IngestBatch:
+    """:func:`ingest_batch`, yielding to the event loop every ``chunk`` records.
+
+    Parsing is pure CPU; a batch of 20,000 value lists took the event loop
+    for over a second, and the fault loop, the sink and the render ticks of
+    the same worker waited that long.
+    """
+    batch = IngestBatch()
+    items: list[tuple[str, bytes]] = []
+    for start in range(0, len(messages), chunk):
+        if start:
+            await asyncio.sleep(0)
+        _parse_into(batch, items, messages[start : start + chunk], faults_context)
+    batch.records = list(samples_records(items, partitions))
+    return batch
+
+
+def _parse_into(
+    batch: IngestBatch, items: list[tuple[str, bytes]], messages: Sequence[InputMessage], faults_context: FaultRouting | None
+) -> None:
+    notifications = faults_context.topics.names.notifications if faults_context is not None else None
+    for message in messages:
+        batch.note_input(message)
+        if faults_context is not None and message.topic == notifications:
+            faults.add_faults(batch, faults_context, message)
+            continue
+        raw = message.value
+        try:
+            if raw is None:
+                raise MalformedInput("empty record (no value)")
+            value_lists = parse_value_lists(raw)
+        except MalformedInput as exc:
+            reason = exc.reason
+        except Exception as exc:  # a parser bug: this record is dead-lettered, the batch goes on
+            log.exception("internal error parsing %s[%s]@%s", message.topic, message.partition, message.offset)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+        else:
+            batch.value_lists += len(value_lists)
+            items.extend(_items(raw, value_lists))
+            continue
+        source = deadletter.Source(message.topic, message.partition, message.offset)
+        batch.dead_letters.append(deadletter.malformed_input(message.key, raw, reason, STAGE, source))
+        batch.malformed_values += 1
+
+
+class ValuesHandler:
+    """The repartition stage's handler: value lists in, samples records (and dead letters) out."""
+
+    def __init__(self, partitions: Callable[[], int], metrics: StageMetrics) -> None:
+        #: the samples topic's partition count (the broker's, once known)
+        self.partitions = partitions
+        self.metrics = metrics
+
+    async def handle(self, messages: Sequence[InputMessage]) -> IngestBatch:
+        batch = await ingest_batch_yielding(messages, self.partitions())
+        for topic, count in batch.counts.items():
+            self.metrics.messages_in.labels(topic).inc(count)
+        return batch
+
+    def acknowledged(self, output: StageOutput) -> None:
+        malformed = getattr(output, "malformed_values", 0)
+        if malformed:
+            self.metrics.dead_letters.labels(STAGE).inc(malformed)
