@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from ves_streams.collectd import Sample, ValueList
+from ves_streams.wire.samples import decode_trusted_value_lists, host_partition, value_list_from_json
 
 __all__ = [
     "HostIndex",
@@ -98,60 +98,7 @@ def encode_value_list(vl: ValueList) -> bytes:
 
 def decode_value_list(raw: bytes) -> ValueList:
     """Inverse of :func:`encode_value_list` (trusted input: our own table)."""
-    return _value_list_of(orjson.loads(raw))
-
-
-def decode_trusted_value_lists(raw: bytes) -> list[ValueList] | None:
-    """The value lists of a samples record that ingest wrote, or None if it is not such a record.
-
-    Ingest validated every value list with ``collectd.parse_value_lists``;
-    re-validating them (the depth walk and per-field checks) cost the samples
-    stage as much as ingest's parse. A record this cannot read (not from
-    ingest, or from a version that wrote another layout) returns None, and
-    the caller parses it with the full parser, which dead-letters it with a
-    reason if it is malformed.
-    """
-    try:
-        items = orjson.loads(raw)
-        if type(items) is not list or not items:
-            return None
-        out = []
-        for d in items:
-            vl = _value_list_of(d)
-            # exactly what collectd.parse_value_lists would return, or the full parser decides
-            names = (vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance)
-            if not all(type(n) is str for n in names) or not (vl.host and vl.plugin and vl.type):
-                return None
-            if not (math.isfinite(vl.time) and math.isfinite(vl.interval) and vl.interval > 0) or not vl.values:
-                return None
-            for v in vl.values:
-                if v is not None and (type(v) is not float and type(v) is not int or not math.isfinite(v)):
-                    return None
-            out.append(vl)
-        return out
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
-        return None
-
-
-def _value_list_of(d: dict) -> ValueList:  # type: ignore[type-arg]
-    values, dstypes, dsnames = d["values"], d["dstypes"], d["dsnames"]
-    if not (type(values) is list and type(dstypes) is list and type(dsnames) is list and len(values) == len(dstypes) == len(dsnames)):
-        raise ValueError("values, dstypes and dsnames must be lists of one length")
-    for t in type(d["time"]), type(d["interval"]):
-        if t is not float and t is not int:
-            raise ValueError("time and interval must be numbers")
-    return ValueList(
-        host=d["host"],
-        plugin=d["plugin"],
-        plugin_instance=d["plugin_instance"],
-        type=d["type"],
-        type_instance=d["type_instance"],
-        time=float(d["time"]),
-        interval=float(d["interval"]),
-        values=tuple(values),
-        dstypes=tuple(dstypes),
-        dsnames=tuple(dsnames),
-    )
+    return value_list_from_json(orjson.loads(raw))
 
 
 def is_expired(vl: ValueList, now: float) -> bool:
@@ -161,17 +108,6 @@ def is_expired(vl: ValueList, now: float) -> bool:
     current while ``now - time < 2 x interval``.
     """
     return now - vl.time >= AGE_FACTOR * vl.interval
-
-
-def host_partition(host: str, partitions: int) -> int:
-    """The samples partition of ``host``: Kafka's default (murmur2) partitioner on the host name.
-
-    Ingest produces each host's value lists to this partition explicitly, and
-    :class:`HostIndex` uses it to place recovered keys, so the two always agree.
-    """
-    if partitions < 1:
-        raise ValueError("partitions must be positive")
-    return (murmur2(host.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(slots=True)

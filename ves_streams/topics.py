@@ -42,10 +42,7 @@ __all__ = [
     "DLQ_MAX_VALUE_BYTES",
     "HEADER_DOMAIN",
     "HEADER_EVENT_ID",
-    "HEADER_KIND",
     "HEADER_VES_VERSION",
-    "KIND_TICK",
-    "KIND_VALUES",
     "STATE_TABLE",
     "TopicNames",
     "Topics",
@@ -60,10 +57,7 @@ HEADER_EVENT_ID = "ves-event-id"
 HEADER_VES_VERSION = "ves-version"
 HEADER_INTERVAL_START = "ves-streams-interval-start"
 
-# The samples repartition topic carries two kinds of record.
-HEADER_KIND = "ves-streams-kind"
-KIND_VALUES = b"values"
-KIND_TICK = b"tick"
+# The samples repartition topic carries two kinds of record (its contract: wire/samples.py).
 
 # Dead-letter headers (values are UTF-8 text).
 HEADER_DLQ_REASON = "ves-streams-reason"

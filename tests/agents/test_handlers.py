@@ -23,15 +23,17 @@ from faust.types import TP
 from ves_streams.wire import deadletter
 from ves_streams.stages.faults import fault_outputs
 from ves_streams.stages.repartition import ingest_batch, ingest_batch_yielding, samples_records
-from ves_streams.agents.measurements import Tick, decode_tick, encode_tick, handle_samples, render_partition
+from ves_streams.agents.measurements import handle_samples, render_partition
+from ves_streams.wire.samples import Tick, decode_tick, encode_tick
 from ves_streams.agents.pipeline import Pipeline
 from ves_streams.stages.render import Rendered, RenderFailure
 from ves_streams.collectd import MalformedInput, Notification, Sample, parse_value_lists
 from ves_streams.identity import Interval
 from ves_streams.metrics import Metrics
 from ves_streams.settings import Settings
-from ves_streams.state import MappingState, host_partition, marker_key, series_key
-from ves_streams.topics import HEADER_KIND, KIND_TICK
+from ves_streams.state import MappingState, marker_key, series_key
+from ves_streams.wire.samples import host_partition
+from ves_streams.wire.samples import HEADER_KIND, KIND_TICK
 
 
 @dataclass

@@ -35,17 +35,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 
 from ves_streams.wire import deadletter
-from ves_streams.agents.pipeline import CHANGELOG_FLUSH_SECONDS, Pipeline, header
+from ves_streams.agents.pipeline import CHANGELOG_FLUSH_SECONDS, Pipeline
 from ves_streams.collectd import MalformedInput, parse_value_lists
 from ves_streams.identity import Interval, heartbeat_due, intervals_to_render, next_boundary
-from ves_streams.state import decode_trusted_value_lists
-from ves_streams.topics import HEADER_KIND, KIND_TICK
+from ves_streams.wire.samples import KIND_TICK, TICK_HEADERS, Tick, decode_tick, decode_trusted_value_lists, encode_tick, kind_of
 
 if TYPE_CHECKING:
     from faust.types import Message
@@ -57,31 +54,11 @@ log = logging.getLogger(__name__)
 STAGE = "samples"
 
 
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """A render request: the window ending at ``end`` (a wall-clock boundary)."""
-
-    end: float
-    interval: float
-
-
-def encode_tick(tick: Tick) -> bytes:
-    return orjson.dumps({"end": tick.end, "interval": tick.interval})
-
-
-def decode_tick(raw: bytes) -> Tick:
-    try:
-        data = orjson.loads(raw)
-        return Tick(end=float(data["end"]), interval=float(data["interval"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise MalformedInput(f"tick is not {{'end': seconds, 'interval': seconds}}: {exc}") from None
-
-
 async def handle_samples(pipeline: Pipeline, message: Message) -> None:
     """One samples record: a tick renders, values update the state."""
     pipeline.ensure_index()
     source = deadletter.Source(message.topic, message.partition, message.offset)
-    if header(message, HEADER_KIND) == KIND_TICK:
+    if kind_of(message.headers) == KIND_TICK:
         try:
             tick = decode_tick(message.value)
         except MalformedInput as exc:
@@ -277,7 +254,7 @@ async def tick_loop(pipeline: Pipeline) -> None:
         value = encode_tick(Tick(end=end, interval=interval))
         try:
             for partition in partitions:
-                await producer.send(topic, b"", value, partition, None, [(HEADER_KIND, KIND_TICK)])
+                await producer.send(topic, b"", value, partition, None, TICK_HEADERS)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away: the next tick renders this window as a missed one

@@ -70,19 +70,6 @@ def transactional_id_for(app_id: str, group: int, partition: int) -> str:
     return f"{app_id}-{group}-{partition}"
 
 
-def header(message: Message, name: str) -> bytes | None:
-    """The last value of header ``name`` of a Kafka message, if any."""
-    headers = message.headers
-    if not headers:
-        return None
-    items = headers.items() if isinstance(headers, dict) else headers
-    found = None
-    for key, value in items:
-        if key == name:
-            found = value
-    return found
-
-
 class Pipeline:
     """Shared state and producing helpers of one app's agents."""
 

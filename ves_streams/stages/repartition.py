@@ -4,7 +4,7 @@
 spread over every partition of the ``collectd`` topic. This stage decodes
 each message itself, dead-letters what is malformed, and produces each
 host's value lists to the samples topic, keyed by host and in the host's
-partition (:func:`~ves_streams.state.host_partition`), so that one worker
+partition (:func:`~ves_streams.wire.samples.host_partition`), so that one worker
 holds all of a host's series.
 
 **Why this stage is not a Faust agent.** It is stateless and sees every
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,9 +51,8 @@ from ves_streams.collectd import MalformedInput, ValueList, parse_value_lists
 from ves_streams.runtime.outputs import InputMessage, StageOutput
 from ves_streams.stages import faults
 from ves_streams.stages.events import StageMetrics
-from ves_streams.state import host_partition
-from ves_streams.topics import HEADER_KIND, KIND_VALUES
 from ves_streams.wire import deadletter
+from ves_streams.wire.samples import SamplesRecord, samples_records
 
 __all__ = [
     "INGEST_BATCH",
@@ -75,26 +74,6 @@ INGEST_BATCH = 20000
 PARSE_CHUNK = 250
 #: Per-partition fetch size: enough for a batch from a few partitions (aiokafka's default is 1 MB).
 FETCH_PARTITION_BYTES = 4 * 1024 * 1024
-#: A samples record stays well under the producer's 1 MB request limit.
-SAMPLES_RECORD_MAX_BYTES = 256 * 1024
-_VALUES_HEADERS = ((HEADER_KIND, KIND_VALUES),)
-
-
-@dataclass(frozen=True, slots=True)
-class SamplesRecord:
-    """One host's value lists (from one batch), for the samples topic."""
-
-    host: str
-    partition: int
-    value: bytes
-
-    @property
-    def key(self) -> bytes:
-        return self.host.encode("utf-8", "surrogatepass")
-
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]:
-        return _VALUES_HEADERS
 
 
 @dataclass(slots=True)
@@ -110,33 +89,6 @@ class FaultRouting(faults.FaultContext, Protocol):
     """A fault context that also names the notifications topic (the pipeline has both)."""
 
     topics: Any
-
-
-def samples_records(
-    items: Iterable[tuple[str, bytes]], partitions: int, max_bytes: int = SAMPLES_RECORD_MAX_BYTES
-) -> list[SamplesRecord]:
-    """Group ``(host, value list JSON)`` pairs by host (first-seen order) into samples-topic records.
-
-    A host's value lists are split over several records when they would
-    exceed ``max_bytes`` (the producer refuses records over 1 MB).
-    """
-    by_host: dict[str, list[list[bytes]]] = {}
-    sizes: dict[str, int] = {}
-    for host, item in items:
-        chunks = by_host.get(host)
-        if chunks is None:
-            chunks = by_host[host] = [[]]
-            sizes[host] = 0
-        if chunks[-1] and sizes[host] + len(item) + 1 > max_bytes:
-            chunks.append([])
-            sizes[host] = 0
-        chunks[-1].append(item)
-        sizes[host] += len(item) + 1
-    return [
-        SamplesRecord(host, host_partition(host, partitions), b"[" + b",".join(chunk) + b"]")
-        for host, chunks in by_host.items()
-        for chunk in chunks
-    ]
 
 
 def _items(raw: bytes, value_lists: list[ValueList]) -> Iterator[tuple[str, bytes]]:
