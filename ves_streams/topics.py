@@ -12,7 +12,7 @@ topic (default name)                   key                        value
 ``ves-events``                         VES ``sourceName``         ``{"event": {...}}``; headers ``ves-domain``,
                                                                   ``ves-event-id``, ``ves-version``
 ``ves-streams-dlq``                    the input's key            the input's bytes (or a render error report);
-                                                                  headers ``ves-streams-*`` (reason, source)
+                                                                  headers ``ves-streams-*`` (reason, stage, source)
 ``ves-events-dlq``                     (the sink's)               events the collector refused for good
 =====================================  =========================  ==============================================
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from ves_streams.settings import Settings
 
 __all__ = [
-    "DLQ_MAX_VALUE_BYTES",
     "HEADER_DOMAIN",
     "HEADER_EVENT_ID",
     "HEADER_VES_VERSION",
@@ -59,20 +58,7 @@ HEADER_INTERVAL_START = "ves-streams-interval-start"
 
 # The samples repartition topic carries two kinds of record (its contract: wire/samples.py).
 
-# Dead-letter headers (values are UTF-8 text).
-HEADER_DLQ_REASON = "ves-streams-reason"
-HEADER_DLQ_STAGE = "ves-streams-stage"
-HEADER_DLQ_SOURCE_TOPIC = "ves-streams-source-topic"
-HEADER_DLQ_SOURCE_PARTITION = "ves-streams-source-partition"
-HEADER_DLQ_SOURCE_OFFSET = "ves-streams-source-offset"
-HEADER_DLQ_RULE = "ves-streams-rule"
-HEADER_DLQ_HOST = "ves-streams-host"
-HEADER_DLQ_ORIGINAL_SIZE = "ves-streams-original-size"
-
-#: A dead-letter record carries at most this much of the original message
-#: (the rest is cut, and ``ves-streams-original-size`` says how big it was):
-#: the producer and the broker refuse records over 1 MB by default.
-DLQ_MAX_VALUE_BYTES = 512 * 1024
+# Dead-letter headers and size limits: wire/deadletter.py (one scheme for both dead-letter topics).
 
 #: The repartition topic only needs to hold what is not yet processed.
 SAMPLES_RETENTION = timedelta(days=1)

@@ -20,7 +20,7 @@ from tests.agents.support import Record
 from tests.drills.conftest import INTERVAL, Drill, FedExtra, print_figures
 from ves_streams.collectd import MAX_DEPTH, MAX_NAME_LENGTH
 from ves_streams.dev.replay import host_names
-from ves_streams.topics import DLQ_MAX_VALUE_BYTES
+from ves_streams.wire.deadletter import DLQ_MAX_VALUE_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 

@@ -59,12 +59,26 @@ def test_dead_letter_keeps_value_key_headers_and_says_why() -> None:
     headers = dict(letter.headers)
     assert letter.value == kafka_value(ev) and letter.key == b"h1"
     assert headers["ves-domain"] == b"fault"
-    assert headers["ves-dlq-status"] == b"400"
-    assert headers["ves-dlq-body"] == b'{"requestError": 1}'
-    assert headers["ves-dlq-source"] == b"ves-events/2/9"
-    assert headers["ves-dlq-url"] == b"https://***@ves/eventListener/v7"
+    # the project's one dead-letter scheme, the same as the workers' (wire/deadletter.py)
+    assert headers["ves-streams-status"] == b"400"
+    assert headers["ves-streams-body"] == b'{"requestError": 1}'
+    assert (headers["ves-streams-source-topic"], headers["ves-streams-source-partition"], headers["ves-streams-source-offset"]) == (b"ves-events", b"2", b"9")
+    assert headers["ves-streams-url"] == b"https://***@ves/eventListener/v7"
+    assert headers["ves-streams-stage"] == b"delivery"
     again = dead_letter(dataclasses.replace(parsed, headers=letter.headers), reason="again")
-    assert [k for k, _ in again.headers].count("ves-dlq-reason") == 1
+    assert [k for k, _ in again.headers].count("ves-streams-reason") == 1
+    assert dict(again.headers)["ves-streams-reason"] == b"again"
+
+
+def test_a_dead_letter_of_the_old_header_scheme_refused_again_carries_only_the_new_one() -> None:
+    ev = event("fault", "h1", 3)
+    old = kafka_headers(ev) + [("ves-dlq-reason", b"refused"), ("ves-dlq-source", b"ves-events/2/9")]
+    parsed = parse_record(topic="ves-events-dlq", partition=0, offset=1, key=b"h1", value=kafka_value(ev), headers=old)
+    assert isinstance(parsed, SinkRecord)
+    letter = dead_letter(parsed, reason="again", status=400)
+    keys = [k for k, _ in letter.headers]
+    assert not [k for k in keys if k.startswith("ves-dlq-")]
+    assert dict(letter.headers)["ves-streams-reason"] == b"again" and "ves-domain" in keys
 
 
 def test_commit_point_is_the_contiguous_finished_prefix_per_partition() -> None:

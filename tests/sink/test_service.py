@@ -237,9 +237,9 @@ def test_refused_event_lands_in_the_dlq_with_status_and_body_and_the_rest_are_de
         headers = {k: v.decode() for k, v in letter.headers}
         assert letter.key == b"host-1"
         assert orjson.loads(letter.value)["event"]["commonEventHeader"]["eventId"] == bad
-        assert headers["ves-dlq-status"] == "400"
-        assert "requestError" in headers["ves-dlq-body"]
-        assert headers["ves-dlq-source"].startswith(f"{topic}/")
+        assert headers["ves-streams-status"] == "400"
+        assert "requestError" in headers["ves-streams-body"]
+        assert headers["ves-streams-source-topic"] == topic
         assert headers["ves-domain"] == "fault"
 
     asyncio.run(main())
@@ -387,12 +387,12 @@ def test_event_over_the_byte_limit_and_malformed_records_are_dead_lettered(
             await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
             assert not service.crashed
         assert _ids(accepted) == _ids([small_before, small_after])
-        reasons = sorted(dict(m.headers)["ves-dlq-reason"].decode() for m in letters)
+        reasons = sorted(dict(m.headers)["ves-streams-reason"].decode() for m in letters)
         assert len(reasons) == 3
         assert any("too large" in r for r in reasons)
         assert any("not JSON" in r for r in reasons)
         assert any("no domain" in r for r in reasons)
-        too_big = next(m for m in letters if b"too large" in dict(m.headers)["ves-dlq-reason"])
+        too_big = next(m for m in letters if b"too large" in dict(m.headers)["ves-streams-reason"])
         assert too_big.value == kafka_value(big)
 
     asyncio.run(main())

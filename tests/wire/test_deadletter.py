@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from ves_streams.wire.deadletter import Source, malformed_input, render_error
-from ves_streams.topics import DLQ_MAX_VALUE_BYTES
+from ves_streams.wire.deadletter import DLQ_MAX_VALUE_BYTES
 
 
 def test_malformed_input_keeps_key_bytes_and_names_reason_and_source() -> None:

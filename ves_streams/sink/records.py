@@ -10,7 +10,8 @@ the sink cannot read is a dead letter, not a crash.
 :func:`dead_letter` builds the record that goes to ``ves-events-dlq``. The
 original value and key are kept byte for byte (so replaying a dead letter is
 producing it back to ``ves-events``); why it was dead-lettered travels in
-``ves-dlq-*`` headers, next to the original headers.
+the project's one dead-letter header scheme (``ves-streams-*``,
+:mod:`ves_streams.wire.deadletter`), next to the original headers.
 
 Everything here is pure.
 """
@@ -24,6 +25,7 @@ from typing import Any
 import orjson
 
 from ves_streams.sink.errors import scrub_url, truncate
+from ves_streams.wire import deadletter
 
 __all__ = [
     "DOMAIN_HEADER",
@@ -154,6 +156,10 @@ def parse_record(
     )
 
 
+#: The stage named in the sink's dead letters.
+STAGE = "delivery"
+
+
 def dead_letter(
     record: SinkRecord | Malformed,
     *,
@@ -162,21 +168,16 @@ def dead_letter(
     body: str | None = None,
     url: str | None = None,
 ) -> DeadLetter:
-    """Build the dead-letter record for ``record``.
+    """Build the dead-letter record for ``record`` (headers: :func:`ves_streams.wire.deadletter.headers`).
 
-    Headers added (all UTF-8): ``ves-dlq-reason``; ``ves-dlq-status`` and
-    ``ves-dlq-body`` (truncated) when the collector answered;
-    ``ves-dlq-url`` (without credentials) when one was tried;
-    ``ves-dlq-source`` as ``topic/partition/offset``. Earlier ``ves-dlq-*``
-    headers (a dead letter replayed and refused again) are replaced.
+    ``ves-streams-status`` and ``ves-streams-body`` (truncated) when the
+    collector answered; ``ves-streams-url`` (without credentials) when one was
+    tried. Earlier dead-letter headers of either scheme (a dead letter
+    replayed and refused again) are replaced.
     """
-    out: list[tuple[str, bytes]] = [(k, v) for k, v in record.headers if not k.startswith("ves-dlq-")]
-    out.append(("ves-dlq-reason", truncate(reason, 500).encode()))
-    if status is not None:
-        out.append(("ves-dlq-status", str(status).encode()))
-    if body is not None:
-        out.append(("ves-dlq-body", truncate(body).encode()))
-    if url is not None:
-        out.append(("ves-dlq-url", scrub_url(url).encode()))
-    out.append(("ves-dlq-source", f"{record.topic}/{record.partition}/{record.offset}".encode()))
+    out = deadletter.without_dead_letter_headers(record.headers)
+    out += deadletter.headers(
+        STAGE, truncate(reason, 500), deadletter.Source(record.topic, record.partition, record.offset),
+        status=status, body=None if body is None else truncate(body), url=None if url is None else scrub_url(url),
+    )  # fmt: skip
     return DeadLetter(key=record.key, value=record.value, headers=tuple(out))

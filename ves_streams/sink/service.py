@@ -59,6 +59,7 @@ from ves_streams.sink.config import SinkConfig
 from ves_streams.sink.delivery import BatchDelivery, DeliveryReport
 from ves_streams.sink.errors import scrub
 from ves_streams.sink.offsets import OffsetTracker
+from ves_streams.wire.deadletter import HEADER_DLQ_VALUE_DROPPED
 from ves_streams.sink.records import DeadLetter, Malformed, SinkRecord, dead_letter, parse_record
 
 __all__ = ["SinkService"]
@@ -394,5 +395,5 @@ class SinkService(Service):
 
 def _without_value(letter: DeadLetter) -> DeadLetter:
     """The dead letter without its value, for a record too large for the DLQ topic."""
-    headers = letter.headers + (("ves-dlq-value-dropped", f"{len(letter.value)} bytes: too large for the DLQ topic".encode()),)
+    headers = letter.headers + ((HEADER_DLQ_VALUE_DROPPED, f"{len(letter.value)} bytes: too large for the DLQ topic".encode()),)
     return DeadLetter(key=letter.key, value=b"", headers=headers)
