@@ -26,6 +26,7 @@ import faust
 
 from ves_streams.stages.render import TopologyRenderer
 from ves_streams.broker_wait import wait_for_broker
+from ves_streams.runtime.kafka import KafkaConfigError, KafkaConnection
 from ves_streams.metrics import Readiness, get_metrics, register_views
 from ves_streams.settings import Settings, SettingsError
 from ves_streams.topics import Topics
@@ -57,12 +58,12 @@ class VesStreamsApp(faust.App):
     logged wait (see :mod:`ves_streams.broker_wait`).
     """
 
-    plaintext_broker: bool = True
+    #: set by :func:`create_app`; every Kafka client of the worker is built from it
+    connection: KafkaConnection
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        broker = ";".join(f"{url.host}:{url.port or 9092}" for url in self.conf.broker)
-        await wait_for_broker(broker, plaintext=self.plaintext_broker)
+        await wait_for_broker(self.connection.bootstrap_servers, plaintext=self.connection.plaintext)
 
 
 #: Seconds the producer waits to fill a batch (Faust's ``producer_linger``).
@@ -73,10 +74,15 @@ PRODUCER_MAX_BATCH_SIZE = 1024 * 1024
 
 def create_app(settings: Settings, topology: Any = None) -> faust.App:
     """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``)."""
+    connection = KafkaConnection.from_settings(settings)
+    try:
+        credentials = connection.faust_credentials()
+    except KafkaConfigError as exc:
+        raise SettingsError(str(exc)) from None
     app = VesStreamsApp(
         settings.app_id,
-        broker=settings.broker,
-        broker_credentials=_kafka_credentials(settings),
+        broker=connection.faust_broker,
+        broker_credentials=credentials,
         store="rocksdb://",
         datadir=str(settings.data_dir),
         processing_guarantee=settings.processing_guarantee.value,
@@ -95,7 +101,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         # changelog records go out as one record batch per partition (runtime/producing.py)
         producer_max_batch_size=PRODUCER_MAX_BATCH_SIZE,
     )
-    app.plaintext_broker = settings.kafka_sasl_mechanism is None and settings.kafka_ssl_cafile is None
+    app.connection = connection
     metrics = get_metrics()
     readiness = Readiness()
     topics = Topics(app, settings)
@@ -131,26 +137,6 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         log.warning("ignoring unknown settings (typos?): %s", ", ".join(settings.unknown))
     log.info("ves-streams %s: %s", settings.role.value, settings)
     return app
-
-
-def _kafka_credentials(settings: Settings) -> Any:
-    ssl_context = None
-    if settings.kafka_ssl_cafile is not None:
-        import ssl
-
-        ssl_context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile))
-    if settings.kafka_sasl_mechanism:
-        if settings.kafka_sasl_username is None or settings.kafka_sasl_password is None:
-            raise SettingsError("VES_STREAMS_KAFKA_USERNAME: SASL needs a username and a password")
-        return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password.reveal(),
-            ssl_context=ssl_context,
-            mechanism=settings.kafka_sasl_mechanism,
-        )
-    if ssl_context is not None:
-        return faust.SSLCredentials(ssl_context)
-    return None
 
 
 def _add_sink(app: faust.App, settings: Settings, readiness: Readiness) -> None:

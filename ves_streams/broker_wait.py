@@ -18,28 +18,21 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from ves_streams.runtime.kafka import KafkaConnection, parse_broker
+
 __all__ = ["bootstrap_addresses", "bootstrap_servers", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
 
 def bootstrap_addresses(broker: str) -> list[tuple[str, int]]:
-    """``kafka://h1:9092;h2:9092`` (or ``h1:9092,h2:9092``) as ``[(host, port), ...]``."""
-    out = []
-    for part in broker.replace(";", ",").split(","):
-        part = part.strip().removeprefix("kafka://")
-        if not part:
-            continue
-        host, sep, port = part.rpartition(":")
-        if not sep:  # no port given: Kafka's default
-            host, port = part, ""
-        out.append((host or "localhost", int(port) if port else 9092))
-    return out
+    """``kafka://h1:9092;h2:9092`` (or ``h1:9092,h2:9092``) as ``[(host, port), ...]`` (:func:`parse_broker`)."""
+    return list(parse_broker(broker))
 
 
 def bootstrap_servers(broker: str) -> str:
     """``kafka://h1:9092;h2:9092`` as the ``h1:9092,h2:9092`` string Kafka clients take."""
-    return ",".join(f"{host}:{port}" for host, port in bootstrap_addresses(broker))
+    return KafkaConnection.parse(broker).bootstrap_servers
 
 
 async def _reachable(addresses: Sequence[tuple[str, int]], timeout: float) -> bool:

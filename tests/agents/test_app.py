@@ -117,8 +117,11 @@ def test_kafka_sasl_and_tls_settings_reach_faust(tmp_path: Path) -> None:
     import faust
 
     from tests.plugins.collector import make_self_signed
-    from ves_streams.app import _kafka_credentials
+    from ves_streams.runtime.kafka import KafkaConnection
     from ves_streams.settings import Settings
+
+    def _kafka_credentials(settings: Settings) -> object:
+        return KafkaConnection.from_settings(settings).faust_credentials()
 
     ca = make_self_signed(tmp_path).cert
     settings = Settings.from_env(

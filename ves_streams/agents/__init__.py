@@ -117,11 +117,11 @@ def stage_loops(pipeline: Pipeline) -> tuple[StageLoop, StageLoop]:
 
     Two loops, so that a fault never waits behind a burst of value lists.
     """
-    from ves_streams.broker_wait import bootstrap_servers
-    from ves_streams.sink.config import KafkaSecurity
+    from ves_streams.runtime.kafka import KafkaConnection
 
     settings = pipeline.settings
     names = pipeline.topics.names
+    kafka = KafkaConnection.from_settings(settings)
     common: dict[str, Any] = {
         "events_topic": names.events,
         "dead_letter_topic": names.dlq,
@@ -138,8 +138,8 @@ def stage_loops(pipeline: Pipeline) -> tuple[StageLoop, StageLoop]:
         max_batch=faults.FAULTS_BATCH, **common,
     )  # fmt: skip
     connection: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers(settings.broker),
-        "client_kwargs": KafkaSecurity.from_settings(settings).client_kwargs,
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_kwargs": kafka.client_kwargs,
         "on_retry": lambda stage: pipeline.metrics.stage_retries.labels(stage).inc(),
     }
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 import re
-import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ves_streams.runtime.kafka import KafkaConnection, KafkaSecurity
 from ves_streams.secret import Secret
 from ves_streams.sink.batching import BatchLimits
 from ves_streams.sink.errors import SinkConfigError, scrub_url
@@ -138,70 +138,6 @@ class CollectorConfig:
     def secrets(self) -> tuple[str, ...]:
         """Strings to mask in any message: the password (the username is not secret)."""
         return (self.password.reveal(),) if self.password is not None else ()
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaSecurity:
-    """Kafka client security options, passed through to aiokafka (consumer and DLQ producer).
-
-    ``security_protocol`` is one of PLAINTEXT, SSL, SASL_PLAINTEXT,
-    SASL_SSL; the ``ssl_*`` files build the client's SSL context.
-    """
-
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_plain_username: str | None = None
-    sasl_plain_password: Secret | None = field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sasl_plain_password", _secret(self.sasl_plain_password))
-        allowed = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-        if self.security_protocol not in allowed:
-            raise SinkConfigError(f"Kafka security protocol {self.security_protocol!r}: use one of {', '.join(allowed)}")
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> KafkaSecurity:
-        """From :class:`ves_streams.settings.Settings` attributes (``kafka_*``; a missing one keeps the default).
-
-        Shared by every aiokafka client the project runs beside Faust's own
-        (the sink's, ingest's), so they all reach the same secured cluster.
-        """
-
-        def get(name: str, default: Any = None) -> Any:
-            value = getattr(settings, name, None)
-            return default if value is None else value
-
-        return cls(
-            security_protocol=str(get("kafka_security_protocol", "PLAINTEXT")),
-            sasl_mechanism=_opt_str(get("kafka_sasl_mechanism")),
-            sasl_plain_username=_opt_str(get("kafka_sasl_username")),
-            sasl_plain_password=_revealed(get("kafka_sasl_password")),
-            ssl_cafile=_opt_str(get("kafka_ssl_cafile")),
-            ssl_certfile=_opt_str(get("kafka_ssl_certfile")),
-            ssl_keyfile=_opt_str(get("kafka_ssl_keyfile")),
-        )
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``AIOKafkaConsumer``/``AIOKafkaProducer``."""
-        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            context = ssl.create_default_context(cafile=self.ssl_cafile)
-            if self.ssl_certfile:
-                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
-            kwargs["ssl_context"] = context
-        if self.sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-        if self.sasl_plain_username is not None:
-            kwargs["sasl_plain_username"] = self.sasl_plain_username
-        if self.sasl_plain_password is not None:
-            kwargs["sasl_plain_password"] = self.sasl_plain_password.reveal()
-        return kwargs
-
-    def secrets(self) -> tuple[str, ...]:
-        return (self.sasl_plain_password.reveal(),) if self.sasl_plain_password is not None else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,13 +268,7 @@ def _opt_str(value: Any) -> str | None:
 
 def _servers(value: Any) -> str:
     """``"a:9092,b:9092"``, a list of servers, or a ``kafka://`` URL (Faust's form) -> ``"a:9092,b:9092"``."""
-    items = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).split(";")
-    out: list[str] = []
-    for item in items:
-        for part in item.split(","):
-            part = part.strip()
-            if "://" in part:
-                part = part.split("://", 1)[1]
-            if part:
-                out.append(part)
-    return ",".join(out)
+    text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    if not text.replace(";", "").replace(",", "").strip():
+        return ""  # refused by SinkConfig, naming VES_STREAMS_BROKER
+    return KafkaConnection.parse(text).bootstrap_servers
