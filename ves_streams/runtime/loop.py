@@ -224,6 +224,10 @@ class StageLoop(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._poll: PausedPoll | None = None
+        self._producer_options: dict[str, Any] = {}
+        #: the transactional producer must be replaced before the next attempt
+        self._renew = False
+        self._security: dict[str, Any] = {}
         self._runner: asyncio.Task[None] | None = None
         #: the produce attempt under way, if any (a revoke lets it finish)
         self._attempt: asyncio.Task[None] | None = None
@@ -307,6 +311,7 @@ class StageLoop(Service):
         if self._prepare is not None:
             await self._prepare()
         security = self._client_kwargs()
+        self._security = security
         producer_options: dict[str, Any] = {
             "bootstrap_servers": self._servers,
             "client_id": spec.group_id,
@@ -321,9 +326,10 @@ class StageLoop(Service):
         if spec.exactly_once:
             # one id per worker process: a restarted worker must not fence a live one
             producer_options["transactional_id"] = f"{spec.group_id}-{socket.gethostname()}-{os.getpid()}"
+        self._producer_options = {**producer_options, **security}
         session_ms = spec.session_timeout_ms
         try:
-            self._producer = AIOKafkaProducer(**producer_options, **security)
+            self._producer = AIOKafkaProducer(**self._producer_options)
             await self._producer.start()
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._servers,
@@ -417,6 +423,8 @@ class StageLoop(Service):
                 delay = min(RETRY_MAX, RETRY_INITIAL * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
                 log.warning("%s: producing a batch failed (attempt %d, retrying in %.1f s): %s: %s", self.spec.name,
                             attempt, delay, type(exc).__name__, exc)  # fmt: skip
+                if self._renew:
+                    await self._polling(self._renew_producer())
                 if self._poll is not None:
                     await self._poll.sleep(delay)
                 else:
@@ -437,9 +445,17 @@ class StageLoop(Service):
         if producer is None:
             raise RuntimeError("StageLoop producer used before start")
         if self.spec.exactly_once:
-            async with producer.transaction():
+            # Not aiokafka's ``transaction()`` context: when a record of the transaction failed,
+            # its commit raises and the context leaves the transaction open (ABORTABLE_ERROR),
+            # and the next one hung in send_offsets_to_transaction. Here every failure aborts.
+            await producer.begin_transaction()
+            try:
                 futures = await self._send_all(producer, output)
                 await producer.send_offsets_to_transaction(dict(output.handled), self.spec.group_id)
+                await producer.commit_transaction()
+            except BaseException:
+                await self._abort(producer)
+                raise
             await asyncio.gather(*futures)
             for tp, offset in output.handled.items():
                 self._committed[tp] = max(offset, self._committed.get(tp, 0))
@@ -477,6 +493,43 @@ class StageLoop(Service):
         for partition, batch in by_partition.items():
             futures += await send_to_partition(producer, topic, partition, ((r.key, r.value, r.headers) for r in batch))
         return futures
+
+    async def _polling(self, work: Awaitable[None]) -> None:
+        """Run ``work`` while the partitions are paused and polled; its failure is logged, not raised."""
+        task = asyncio.ensure_future(work)
+        if self._poll is not None:
+            await self._poll.until(task)
+        try:
+            await task
+        except Exception as exc:
+            log.warning("%s: %s: %s", self.spec.name, type(exc).__name__, exc)
+
+    async def _abort(self, producer: AIOKafkaProducer) -> None:
+        """Abort the open transaction; if even that fails, the producer is replaced before the next attempt."""
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), timeout=self.spec.request_timeout_ms / 1000 + 5)
+        except Exception as exc:
+            log.warning("%s: aborting the transaction failed (a new producer takes over): %s: %s",
+                        self.spec.name, type(exc).__name__, exc)  # fmt: skip
+            self._renew = True
+
+    async def _renew_producer(self) -> None:
+        """A new producer with the same transactional id, after a failed transaction.
+
+        Its ``init_transactions`` fences the old instance and aborts what it
+        left open, as Kafka Streams does with a task's producer after an
+        error.
+        """
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), timeout=10)
+            except Exception as exc:
+                log.warning("%s: stopping the failed transactional producer: %s: %s", self.spec.name, type(exc).__name__, exc)
+        producer = AIOKafkaProducer(**self._producer_options)
+        await producer.start()
+        self._producer = producer
+        self._renew = False
 
     # -- offsets and the consumer group -----------------------------------
 
