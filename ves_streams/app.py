@@ -27,6 +27,7 @@ import faust
 from ves_streams.agents.render import TopologyRenderer
 from ves_streams.broker_wait import wait_for_broker
 from ves_streams.metrics import Readiness, get_metrics, register_views
+from ves_streams.runtime import faust_compat
 from ves_streams.settings import Settings, SettingsError
 from ves_streams.topics import Topics
 
@@ -72,7 +73,11 @@ PRODUCER_MAX_BATCH_SIZE = 1024 * 1024
 
 
 def create_app(settings: Settings, topology: Any = None) -> faust.App:
-    """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``)."""
+    """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``).
+
+    Raises :class:`~ves_streams.runtime.faust_compat.FaustCompatError` when
+    the installed faust-streaming lacks what ves-streams relies on.
+    """
     app = VesStreamsApp(
         settings.app_id,
         broker=settings.broker,
@@ -95,6 +100,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         # changelog records go out as one record batch per partition (agents/batches.py)
         producer_max_batch_size=PRODUCER_MAX_BATCH_SIZE,
     )
+    faust_compat.check(app)  # a faust-streaming without what we rely on fails here, not later
     app.plaintext_broker = settings.kafka_sasl_mechanism is None and settings.kafka_ssl_cafile is None
     metrics = get_metrics()
     readiness = Readiness()
@@ -158,7 +164,7 @@ def _add_sink(app: faust.App, settings: Settings, readiness: Readiness) -> None:
     from ves_streams.sink.service import SinkService
 
     service = SinkService.from_settings(settings)
-    app._extra_services.append(service)  # started by the worker like Faust's own services
+    faust_compat.add_service(app, service)  # started by the worker like Faust's own services
     readiness.add("sink", lambda: None if service.is_ready() else "sink not connected")
 
 

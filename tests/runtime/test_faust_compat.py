@@ -94,6 +94,17 @@ def test_check_catches_a_changed_transactional_id_format(monkeypatch: pytest.Mon
         faust_compat.check(app_())
 
 
+def test_create_app_runs_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.stores.rocksdb import Store
+
+    from ves_streams.app import create_app, load_settings
+
+    settings, topology = load_settings({"VES_STREAMS_APP_ID": "compat-check"})
+    monkeypatch.delattr(Store, "_db_for_partition")
+    with pytest.raises(FaustCompatError, match="_db_for_partition"):
+        create_app(settings, topology)
+
+
 # -- add_service -----------------------------------------------------------
 
 
