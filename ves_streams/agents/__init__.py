@@ -26,6 +26,7 @@ from ves_streams.agents import ingest, measurements
 from ves_streams.agents.pipeline import Pipeline
 from ves_streams.agents.render import Renderer
 from ves_streams.metrics import Metrics, Readiness
+from ves_streams.runtime import faust_compat
 from ves_streams.topics import STATE_TABLE, Topics
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def register_processing(
     # The same loop for notifications, apart, so that faults never queue behind value lists.
     fault_service = ingest.IngestService(pipeline, notifications=True)
     for loop in (service, fault_service):
-        app._extra_services.append(loop)
+        faust_compat.add_service(app, loop)
         readiness.add(loop.loop_name, lambda loop=loop: None if loop.is_ready() else f"{loop.loop_name} not running")
         metrics.add_lag_source(loop.lag)
     measurements.register(pipeline)
@@ -85,7 +86,7 @@ def register_processing(
             return "no partition assignment yet"
         if app.rebalancing:
             return "rebalancing"
-        if app.tables.recovery.in_recovery:
+        if faust_compat.in_recovery(app):
             return "recovering tables from their changelogs"
         return None
 
@@ -95,7 +96,7 @@ def register_processing(
 
     def lag() -> Iterator[tuple[str, int, int]]:
         consumer = app.consumer
-        committed = app.monitor.tp_committed_offsets or {}
+        committed = faust_compat.committed_offsets(app)
         for tp in consumer.assignment():
             if tp.topic not in sources:
                 continue
