@@ -55,6 +55,13 @@ def test_the_tested_faust_is_installed() -> None:
     assert faust_compat.faust_version() == importlib.metadata.version("faust-streaming")
 
 
+def test_pyproject_pins_the_tested_range() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    assert f"faust-streaming{faust_compat.TESTED_FAUST}" in project["dependencies"]
+
+
 # -- check() ---------------------------------------------------------------
 
 
