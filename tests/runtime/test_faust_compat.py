@@ -75,6 +75,9 @@ def test_check_passes_on_the_installed_faust_for_every_store_and_guarantee() -> 
     [
         ("faust.transport.drivers.aiokafka.Producer", "_ensure_producer"),
         ("faust.transport.consumer.Consumer", "force_commit"),
+        ("faust.transport.consumer.ThreadDelegateConsumer", "topic_partitions"),
+        ("faust.transport.consumer.ThreadDelegateConsumer", "highwater"),
+        ("faust.transport.consumer.ThreadDelegateConsumer", "assignment"),
         ("faust.stores.rocksdb.Store", "_db_for_partition"),
         ("faust.assignor.partition_assignor.PartitionAssignor", "group_for_topic"),
         ("faust.assignor.partition_assignor.PartitionAssignor", "assigned_actives"),

@@ -27,8 +27,11 @@ Nothing falls back silently. A function whose attribute is missing raises
 :class:`FaustCompatError` naming it and the installed faust-streaming
 version, and :func:`check` probes all of them when the app is created (see
 ``ves_streams.app.create_app``), so a Faust that renamed one fails the worker
-at start, not as a slower or subtly wrong worker later. The supported range
-is pinned in ``pyproject.toml`` (only 0.15.x is tested).
+at start, not as a slower or subtly wrong worker later. It also probes the
+few public consumer methods the project reads behind broad ``except``
+clauses (lag metrics, the samples partition count), where a rename would
+otherwise pass unnoticed. The supported range is pinned in
+``pyproject.toml`` (only 0.15.x is tested).
 """
 
 from __future__ import annotations
@@ -310,6 +313,10 @@ def check(app: faust.App) -> None:
     need(transport.Producer, "_ensure_producer", transport.Producer.__qualname__)
     need(transport.Consumer, "force_commit", transport.Consumer.__qualname__, coroutine=True)
     need(transport.Consumer, "commit", transport.Consumer.__qualname__, coroutine=True)
+    # Public (ConsumerT), but read behind broad excepts -- a metrics scrape never fails, the
+    # pipeline falls back to the configured partition count -- where a rename would go unnoticed.
+    for name in ("assignment", "highwater", "topic_partitions"):
+        need(transport.Consumer, name, transport.Consumer.__qualname__)
     id_format = getattr(transport.TransactionManager, "transactional_id_format", None)
     if id_format != _TRANSACTIONAL_ID_FORMAT:
         problems.append(
