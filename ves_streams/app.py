@@ -28,6 +28,7 @@ from ves_streams.stages.render import TopologyRenderer
 from ves_streams.broker_wait import wait_for_broker
 from ves_streams.runtime.kafka import KafkaConfigError, KafkaConnection
 from ves_streams.metrics import Readiness, get_metrics, register_views
+from ves_streams.runtime import faust_compat
 from ves_streams.settings import Settings, SettingsError
 from ves_streams.topics import Topics
 
@@ -73,7 +74,11 @@ PRODUCER_MAX_BATCH_SIZE = 1024 * 1024
 
 
 def create_app(settings: Settings, topology: Any = None) -> faust.App:
-    """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``)."""
+    """Build the Faust app for ``settings`` (``topology`` is needed unless the role is ``sink``).
+
+    Raises :class:`~ves_streams.runtime.faust_compat.FaustCompatError` when
+    the installed faust-streaming lacks what ves-streams relies on.
+    """
     connection = KafkaConnection.from_settings(settings)
     try:
         credentials = connection.faust_credentials()
@@ -101,6 +106,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         # changelog records go out as one record batch per partition (runtime/producing.py)
         producer_max_batch_size=PRODUCER_MAX_BATCH_SIZE,
     )
+    faust_compat.check(app)  # a faust-streaming without what we rely on fails here, not later
     app.connection = connection
     metrics = get_metrics()
     readiness = Readiness()
@@ -144,7 +150,7 @@ def _add_sink(app: faust.App, settings: Settings, readiness: Readiness) -> None:
     from ves_streams.sink.service import SinkService
 
     service = SinkService.from_settings(settings)
-    app._extra_services.append(service)  # started by the worker like Faust's own services
+    faust_compat.add_service(app, service)  # started by the worker like Faust's own services
     readiness.add("sink", lambda: None if service.is_ready() else "sink not connected")
 
 

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import orjson
 
 from ves_streams.collectd import Sample, ValueList
+from ves_streams.runtime import faust_compat
 from ves_streams.wire.samples import decode_trusted_value_lists, host_partition, value_list_from_json
 
 __all__ = [
@@ -286,25 +287,33 @@ class RocksDBPartitions:
     measured at 1000 hosts, that was 60 % of the samples stage's state
     writes and most of its expiry. Our keys and values are already bytes
     and we know the partition, so this calls the partition's ``Rdict``
-    (Faust's ``_db_for_partition``, which opens it on first use) directly.
-    What it writes is what Faust would: Faust reads it back unchanged.
+    (:func:`~ves_streams.runtime.faust_compat.partition_db_opener`, which
+    opens it on first use) directly. What it writes is what Faust would:
+    Faust reads it back unchanged.
     """
 
     def __init__(self, store: Any) -> None:
-        self._db_for_partition = store._db_for_partition
+        self._partition_db = faust_compat.partition_db_opener(store)
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self._db_for_partition(partition).put(key, value)
+        self._partition_db(partition).put(key, value)
 
     def delete(self, partition: int, key: bytes) -> None:
-        self._db_for_partition(partition).delete(key)
+        self._partition_db(partition).delete(key)
 
 
 def local_state_of(store: Any) -> LocalState:
-    """The fastest :class:`LocalState` for a Faust table's local store (``table.data``)."""
-    if callable(getattr(store, "_db_for_partition", None)):
+    """The fastest :class:`LocalState` for a Faust table's local store (``table.data``).
+
+    Faust's RocksDB store is written per partition database; anything else
+    (Faust's memory store, a mapping) as a mapping. A RocksDB store whose
+    partition databases cannot be reached raises
+    :class:`~ves_streams.runtime.faust_compat.FaustCompatError` rather than
+    falling back to Faust's slow per-key path.
+    """
+    if faust_compat.is_rocksdb_store(store):
         return RocksDBPartitions(store)
-    return MappingState(store)  # Faust's memory store, or a mapping
+    return MappingState(store)
 
 
 class SampleStore:

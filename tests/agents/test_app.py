@@ -14,6 +14,7 @@ import pytest
 from tests.agents.conftest import INTERVAL
 from tests.agents.support import PROJECT_DIR, KafkaIO, Names, Worker, host_messages
 from ves_streams.app import PRODUCER_LINGER, create_app, load_settings
+from ves_streams.runtime import faust_compat
 
 
 def _app(role: str):  # type: ignore[no-untyped-def]
@@ -26,7 +27,7 @@ def test_process_role_defines_the_agents_and_the_state_table_but_no_sink() -> No
     assert sorted(app.agents) == ["ves_streams.measurements"]
     assert list(app.tables) == ["samples-state"]
     # ingest and faults are stage loops in groups of their own, started by the worker like the sink
-    [ingest, faults] = app._extra_services
+    [ingest, faults] = faust_compat.extra_services(app)
     assert type(ingest).__name__ == type(faults).__name__ == "StageLoop"
     assert type(ingest.handler).__name__ == "ValuesHandler" and type(faults.handler).__name__ == "FaultsHandler"
     assert (ingest.group_id, ingest.topic) == ("roles-process-ingest", "collectd")
@@ -41,14 +42,14 @@ def test_sink_role_defines_no_agent_and_no_table() -> None:
     assert list(app.agents) == []
     assert list(app.tables) == []
     assert app.producer_only  # no Kafka consumer at all in this worker's Faust app
-    assert [type(s).__name__ for s in app._extra_services] == ["SinkService"]
+    assert [type(s).__name__ for s in faust_compat.extra_services(app)] == ["SinkService"]
 
 
 def test_all_role_processes_and_sinks() -> None:
     settings, app = _app("all")
     assert list(app.agents) == ["ves_streams.measurements"]
-    assert [type(s).__name__ for s in app._extra_services] == ["StageLoop", "StageLoop", "SinkService"]
-    sink = app._extra_services[2]
+    assert [type(s).__name__ for s in faust_compat.extra_services(app)] == ["StageLoop", "StageLoop", "SinkService"]
+    sink = faust_compat.extra_services(app)[2]
     assert sink.config.events_topic == settings.events_topic
     assert sink.config.group_id == f"{settings.app_id}-sink"
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ves_streams.agents import measurements
 from ves_streams.agents.pipeline import Pipeline
 from ves_streams.metrics import Metrics, Readiness
+from ves_streams.runtime import faust_compat
 from ves_streams.runtime.loop import StageLoop, StageSpec
 from ves_streams.stages import faults, repartition
 from ves_streams.stages.render import Renderer
@@ -64,7 +65,7 @@ def register_processing(
     values_loop, faults_loop = stage_loops(pipeline)
     pipeline.ingest = values_loop
     for loop in (values_loop, faults_loop):
-        app._extra_services.append(loop)
+        faust_compat.add_service(app, loop)
         readiness.add(loop.loop_name, lambda loop=loop: None if loop.is_ready() else f"{loop.loop_name} not running")
         metrics.add_lag_source(loop.lag)
     measurements.register(pipeline)
@@ -88,7 +89,7 @@ def register_processing(
             return "no partition assignment yet"
         if app.rebalancing:
             return "rebalancing"
-        if app.tables.recovery.in_recovery:
+        if faust_compat.in_recovery(app):
             return "recovering tables from their changelogs"
         return None
 
@@ -98,7 +99,7 @@ def register_processing(
 
     def lag() -> Iterator[tuple[str, int, int]]:
         consumer = app.consumer
-        committed = app.monitor.tp_committed_offsets or {}
+        committed = faust_compat.committed_offsets(app)
         for tp in consumer.assignment():
             if tp.topic not in sources:
                 continue

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+from ves_streams.runtime import faust_compat
 
 __all__ = ["CommitGate"]
 
@@ -86,15 +87,13 @@ class CommitGate:
             done.set_result(None)
 
     def install(self, consumer: Any) -> None:
-        """Route ``consumer.force_commit`` (Faust's one entry to committing offsets) through the gate."""
+        """Route ``consumer.force_commit`` (Faust's one entry to committing offsets) through the gate.
+
+        See :func:`~ves_streams.runtime.faust_compat.wrap_force_commit`; a
+        consumer without it raises ``FaustCompatError``.
+        """
         if self.installed:
             return
-        original = consumer.force_commit
-
-        @functools.wraps(original)
-        async def force_commit(*args: Any, **kwargs: Any) -> Any:
-            return await self.committing(original, *args, **kwargs)
-
-        consumer.force_commit = force_commit
+        faust_compat.wrap_force_commit(consumer, self.committing)
         self.installed = True
         log.info("exactly_once: offset commits wait for the records in flight")

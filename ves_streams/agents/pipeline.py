@@ -41,6 +41,7 @@ from ves_streams.runtime.producing import send_to_partition
 from ves_streams.stages.events import MAX_EVENT_BYTES, EventOutputs, event_outputs
 from ves_streams.stages.render import Rendered, Renderer
 from ves_streams.metrics import Metrics
+from ves_streams.runtime import faust_compat
 from ves_streams.settings import ProcessingGuarantee
 from ves_streams.state import HostIndex, SampleStore, host_partition, local_state_of
 from ves_streams.topics import Topics
@@ -65,9 +66,6 @@ CHANGELOG_FLUSH_SECONDS = 0.1
 CHANGELOG_FLUSH_RECORDS = 5000
 
 
-def transactional_id_for(app_id: str, group: int, partition: int) -> str:
-    """Faust's transactional id format for a source partition of a topic group."""
-    return f"{app_id}-{group}-{partition}"
 
 
 class Pipeline:
@@ -122,8 +120,7 @@ class Pipeline:
 
     def active_samples_partitions(self) -> list[int]:
         """Samples partitions this worker actively owns (not standby replicas)."""
-        name = self.topics.names.samples
-        return sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name)
+        return faust_compat.active_partitions(self.app, self.topics.names.samples)
 
     def on_rebalance(self) -> None:
         """Partitions moved: the index is rebuilt from the recovered table before next use."""
@@ -153,8 +150,7 @@ class Pipeline:
 
     def transactional_id(self, source: TP) -> str:
         """Faust's transactional id of the producer that owns ``source``'s offsets."""
-        group = self.app.assignor.group_for_topic(source.topic)
-        return transactional_id_for(self.app.conf.id, group, source.partition)
+        return faust_compat.transactional_id(self.app, source)
 
     async def produce(
         self, topic: TopicT, record: OutputRecord, partition: int | None = None, *, source: TP | None = None
@@ -230,12 +226,12 @@ class Pipeline:
                 future.add_done_callback(self._changelog_written)
 
     def _plain_producer(self) -> Any:
-        """The aiokafka producer under Faust's (outside transactions), for batch sends; None if unavailable."""
-        ensure = getattr(self.app.producer, "_ensure_producer", None)
-        if ensure is None:
-            return None
-        producer = ensure()
-        return producer if hasattr(producer, "send_batch") else None
+        """The aiokafka producer under Faust's (outside transactions), for batch sends.
+
+        None only when the app's producer is not Faust's (a test double);
+        see :func:`~ves_streams.runtime.faust_compat.plain_producer`.
+        """
+        return faust_compat.plain_producer(self.app)
 
     def _changelog_written(self, future: Any) -> None:
         if future.cancelled():

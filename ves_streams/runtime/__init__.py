@@ -3,6 +3,8 @@
 * ``outputs``   the typed value a stage's handler returns (:class:`StageOutput`);
 * ``loop``      :class:`StageLoop`: batched consume -> handle -> produce -> ack -> commit,
   one consumer group per stage, pause-and-poll through outages;
+* ``kafka``     :class:`KafkaConnection`: the broker list and security, once for every client;
+* ``faust_compat`` every use of Faust's non-public API, checked at start;
 * ``producing`` many records to one partition through aiokafka's batch API.
 
 No module here knows what a stage does: the handlers live in ``ves_streams.stages``.

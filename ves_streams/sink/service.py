@@ -33,8 +33,8 @@ What it guarantees:
   so far are committed in ``on_partitions_revoked``, and the batch in flight
   is abandoned (the new owner delivers it again from the committed offset).
 
-Run it standalone (``async with SinkService(config): ...``) or as a
-dependency of the Faust app (``app.service(...)``).
+Run it standalone (``async with SinkService(config): ...``) or with the
+Faust app (``faust_compat.add_service(app, service)``, see ``ves_streams.app``).
 """
 
 from __future__ import annotations
