@@ -870,7 +870,7 @@ def kafka_up(
 
     The broker runs in its own session, so it outlives this process; its pid,
     state and log (``kafka.pid``, ``state.json``, ``kafka.log``) live in
-    ``run_dir`` (default ``.run/kafka/`` of the project) and its data in
+    ``run_dir`` (default :func:`default_run_dir`) and its data in
     ``data_dir`` (default ``run_dir/data-<version>``, kept between ``up``s so
     topics survive a restart). Returns True once a client lists the broker,
     False when a broker already answers on ``port`` (ours or not: it is left
