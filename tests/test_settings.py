@@ -191,7 +191,7 @@ def test_a_missing_topology_names_the_setting_and_where_it_looked(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SettingsError, match=r"^VES_STREAMS_TOPOLOGY: must name an existing topology file \(looked in "
-                       r"the current directory, .*the shipped topologies"):
+                       r"the current directory, the repository and the shipped topologies"):
         Settings.from_env({"VES_STREAMS_TOPOLOGY": "nosuch.yaml"})
     with pytest.raises(SettingsError, match="^VES_STREAMS_TOPOLOGY: must name an existing topology file"):
         Settings.from_env({"VES_STREAMS_TOPOLOGY": str(tmp_path / "host.yaml")})

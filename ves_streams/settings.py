@@ -253,8 +253,10 @@ def _topology_path(name: str, raw: str) -> Path:
     shipped = resources.shipped_topology(value)
     if shipped is not None:
         return shipped
-    places.append("the shipped topologies (`ves-streams topologies` lists them)")
-    raise _fail(name, f"must name an existing topology file (looked in {', '.join(places)})", raw)
+    places.append("the shipped topologies")
+    looked = ", ".join(places[:-1]) + " and " + places[-1]
+    raise _fail(name, f"must name an existing topology file (looked in {looked}; `ves-streams topologies` lists "
+                "the shipped ones)", raw)  # fmt: skip
 
 
 def _ves_version(name: str, raw: str) -> str:
