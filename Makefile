@@ -9,7 +9,7 @@ KAFKA_VERSION ?= 4.1.1
 KAFKA_VERSIONS ?= 4.1.1 3.9.1
 PYTEST_ARGS   ?=
 
-.PHONY: help venv run test test-unit test-integration kafka-up kafka-down kafka-fetch bench drills check clean
+.PHONY: help venv run test test-unit test-integration kafka-up kafka-down kafka-fetch bench drills check wheel-smoke clean
 
 help:
 	@echo "make run         start a local Kafka, a local VES collector and a worker, and feed collectd data"
@@ -18,6 +18,7 @@ help:
 	@echo "make kafka-down  stop it"
 	@echo "make bench       benchmarks (bench/), figures and ratios against a same-run baseline"
 	@echo "make drills      fault drills on a 3-broker cluster"
+	@echo "make wheel-smoke build the wheel, install it in a fresh virtualenv, run the pipeline from an empty directory"
 
 $(BIN)/ves-streams: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,10 @@ drills: venv
 bench: venv
 	$(BIN)/ves-streams kafka fetch --version $(KAFKA_VERSION)
 	VES_STREAMS_TEST_KAFKA_VERSION=$(KAFKA_VERSION) $(BIN)/python -m bench
+
+# The wheel as a user installs it: .ci/wheel-smoke (also run by CI after `make test`).
+wheel-smoke:
+	PYTHON=$(PYTHON) KAFKA_VERSION=$(KAFKA_VERSION) .ci/wheel-smoke
 
 check: venv
 	@for f in topologies/*.yaml topologies/ves5/*.yaml; do $(BIN)/ves-streams check $$f || exit 1; done

@@ -1,6 +1,6 @@
 """Rendering cost per host: Barometer's host.yaml over N copies of the capture.
 
-The capture (one real collectd host, ``tests/fixtures/collectd``) is
+The capture (one real collectd host, ``ves_streams/dev/capture``) is
 replicated N times with the host name changed, and every host's latest
 samples are rendered once, as a worker does each interval. The figure that
 matters is seconds per host: it must stay flat as N grows (rendering is per
@@ -41,10 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from ves_streams.collectd import Sample, parse_value_lists
+from ves_streams.resources import capture_dir
 from ves_streams.rules import CounterIds, RenderContext, load_topology
 
 REPO = Path(__file__).resolve().parents[1]
-CAPTURE = REPO / "tests" / "fixtures" / "collectd" / "compute-0.values.jsonl"
+CAPTURE = capture_dir() / "compute-0.values.jsonl"
 DEFAULT_TOPOLOGY = REPO / "tests" / "fixtures" / "barometer" / "host.yaml"
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 
@@ -14,8 +12,9 @@ from ves_streams.collectd import (
     parse_notifications,
     parse_value_lists,
 )
+from ves_streams.resources import capture_dir
 
-FIXTURES = Path(__file__).parent / "fixtures" / "collectd"
+FIXTURES = capture_dir()
 
 
 def _vl(**overrides: object) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ves_streams import resources
 from ves_streams.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +52,24 @@ def test_build_targets_exist_in_the_dockerfile() -> None:
 
 
 def test_dockerfile_copies_only_paths_that_exist() -> None:
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", DOCKERFILE, flags=re.M))
     for line in DOCKERFILE.splitlines():
         if line.startswith("COPY"):
-            sources = shlex.split(line)[1:-1]
+            words = shlex.split(line)[1:]
+            flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
+            sources = [w for w in words if not w.startswith("--")][:-1]
+            if "from" in flags:  # copied out of an earlier stage
+                assert flags["from"] in stages, f"Dockerfile copies from unknown stage {flags['from']}"
+                continue
             for src in sources:
                 assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
+
+
+def test_the_image_installs_the_wheel_and_no_tests() -> None:
+    assert "pip wheel" in DOCKERFILE and "pip install /tmp/dist/*.whl" in DOCKERFILE
+    copied = [w for line in DOCKERFILE.splitlines() if line.startswith("COPY") for w in shlex.split(line)[1:]]
+    assert not any(w.startswith("tests") for w in copied), "the image must not need the tests"
+    assert "VES_STREAMS_TOPOLOGY" not in re.sub(r"#.*", "", DOCKERFILE)  # the shipped default applies
 
 
 @pytest.mark.parametrize("service", ["collector", "relay"])
@@ -70,7 +84,9 @@ def test_worker_environment_points_at_the_compose_broker_and_collector() -> None
     env = SERVICES["worker"]["environment"]
     assert env["VES_STREAMS_BROKER"] == "kafka://kafka:9092"
     assert "collector:30000" in env["VES_STREAMS_COLLECTOR_URL"]
-    assert (ROOT / env["VES_STREAMS_TOPOLOGY"].removeprefix("/app/")).exists()
+    # ${VES_STREAMS_TOPOLOGY:-host.yaml}: the image holds the shipped topologies only
+    topology = re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", env["VES_STREAMS_TOPOLOGY"])
+    assert resources.shipped_topology(topology) is not None
 
 
 def test_kafka_advertises_the_name_clients_use() -> None:

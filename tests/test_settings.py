@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ves_streams.settings import PROJECT_DIR, ProcessingGuarantee, Role, Secret, Settings, SettingsError
+from ves_streams import resources
+from ves_streams.settings import ProcessingGuarantee, Role, Secret, Settings, SettingsError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_without_environment() -> None:
@@ -154,6 +157,44 @@ def test_topology_resolves_against_cwd_then_repository(tmp_path: Path, monkeypat
     local.write_text("{}\n")
     from_cwd = Settings.from_env({"VES_STREAMS_TOPOLOGY": "tests/fixtures/barometer/host.yaml"})
     assert from_cwd.topology == local.resolve()
+
+
+def test_default_topology_is_the_shipped_host_yaml_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({})
+    assert s.topology == resources.topologies_dir() / "host.yaml"
+    assert s.topology.is_file()
+    assert Settings().topology == s.topology
+
+
+@pytest.mark.parametrize("value", ["guest.yaml", "guest", "ves5/host.yaml", "topologies/ves5/host.yaml"])
+def test_a_relative_topology_may_name_a_shipped_one(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    expected = resources.topologies_dir() / (value.removeprefix("topologies/").removesuffix(".yaml") + ".yaml")
+    assert Settings.from_env({"VES_STREAMS_TOPOLOGY": value}).topology == expected
+
+
+def test_a_file_in_the_current_directory_wins_over_a_shipped_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "guest.yaml").write_text("{}\n")
+    assert Settings.from_env({"VES_STREAMS_TOPOLOGY": "guest.yaml"}).topology == (tmp_path / "guest.yaml").resolve()
+
+
+def test_a_missing_topology_names_the_setting_and_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match=r"^VES_STREAMS_TOPOLOGY: must name an existing topology file \(looked in "
+                       r"the current directory, the repository and the shipped topologies"):
+        Settings.from_env({"VES_STREAMS_TOPOLOGY": "nosuch.yaml"})
+    with pytest.raises(SettingsError, match="^VES_STREAMS_TOPOLOGY: must name an existing topology file"):
+        Settings.from_env({"VES_STREAMS_TOPOLOGY": str(tmp_path / "host.yaml")})
 
 
 class _Header:

@@ -415,7 +415,7 @@ def test_load_schema_returns_a_copy() -> None:
 
 
 def test_missing_schema_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ves_schema, "_PACKAGE_DIR", tmp_path / "pkg")
+    monkeypatch.setattr(ves_schema, "_shipped_schema_dir", lambda: tmp_path / "pkg")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(ves_schema.SCHEMA_DIR_ENV, raising=False)
     with pytest.raises(ves_schema.SchemaNotFoundError, match=r"ves-5\.json not found .*VES_STREAMS_SCHEMA_DIR"):

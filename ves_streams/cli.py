@@ -15,6 +15,7 @@ from collections.abc import Sequence
 #: Modules that contribute sub-commands, in the order ``--help`` shows them.
 COMMAND_MODULES: tuple[str, ...] = (
     "ves_streams.rules.commands",
+    "ves_streams.rules.shipped",
     "ves_streams.dev.collector.commands",
     "ves_streams.dev.kafka_commands",
     "ves_streams.notification_relay",

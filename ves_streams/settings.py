@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
+from ves_streams import resources
 from ves_streams.secret import Secret
 
 __all__ = [
-    "PROJECT_DIR",
     "ProcessingGuarantee",
     "Role",
     "Secret",
@@ -44,7 +44,6 @@ __all__ = [
     "SettingsError",
 ]
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 PREFIX = "VES_STREAMS_"
 
 T = TypeVar("T")
@@ -226,16 +225,38 @@ def _directory(name: str, raw: str) -> Path:
 
 
 def _topology_path(name: str, raw: str) -> Path:
-    """Relative paths resolve against the current directory, then the repository root."""
+    """A topology file.
+
+    A relative path resolves against the current directory, then (in a
+    source checkout) the repository root, then names a shipped topology as
+    ``ves-streams topologies`` lists them (``guest.yaml``, ``ves5/host.yaml``;
+    ``topologies/guest.yaml`` too), so the same value works in a checkout and
+    in an installed wheel.
+    """
     value = raw.strip()
     if not value:
         raise _fail(name, "must name a topology YAML file", raw)
     path = Path(value).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PROJECT_DIR / path]
+    if path.is_absolute():
+        if path.is_file():
+            return path.resolve()
+        raise _fail(name, "must name an existing topology file", raw)
+    checkout = resources.checkout_dir()
+    places = ["the current directory"]
+    candidates = [Path.cwd() / path]
+    if checkout is not None:
+        candidates.append(checkout / path)
+        places.append("the repository")
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    raise _fail(name, "must name an existing topology file (looked in the current directory and the repository)", raw)
+    shipped = resources.shipped_topology(value)
+    if shipped is not None:
+        return shipped
+    places.append("the shipped topologies")
+    looked = ", ".join(places[:-1]) + " and " + places[-1]
+    raise _fail(name, f"must name an existing topology file (looked in {looked}; `ves-streams topologies` lists "
+                "the shipped ones)", raw)  # fmt: skip
 
 
 def _ves_version(name: str, raw: str) -> str:
@@ -287,7 +308,8 @@ class Settings:
         default=10.0, metadata=_env("COLLECTOR_TIMEOUT", _positive_seconds, header="sink.timeout")
     )
 
-    topology: Path = field(default=Path("topologies/host.yaml"), metadata=_env("TOPOLOGY", _topology_path))
+    #: Default: the shipped ``host.yaml`` (:func:`ves_streams.resources.default_topology`).
+    topology: Path = field(default_factory=resources.default_topology, metadata=_env("TOPOLOGY", _topology_path))
     interval: float = field(default=10.0, metadata=_env("INTERVAL", _positive_seconds, header="interval"))
     #: Environment only: ``None`` means the topology's own (its header's
     #: ``heartbeat_interval``, else its ``interval``, else :attr:`interval`).
@@ -396,8 +418,6 @@ class Settings:
         )
         if "hostname" not in values:
             values["hostname"] = socket.gethostname() or "localhost"
-        if "topology" not in values:
-            values["topology"] = _resolve_default_topology()
         settings = cls(**values, explicit=frozenset(explicit), unknown=unknown)
         settings._check_combinations()
         return settings
@@ -512,15 +532,6 @@ _NOT_WORKER_SETTINGS = frozenset(
         "VES_STREAMS_OFFICIAL_SCHEMA_DIR",
     }
 )
-
-
-def _resolve_default_topology() -> Path:
-    """The default topology, if it exists; otherwise the relative path (checked at load)."""
-    default = Path("topologies/host.yaml")
-    for candidate in (Path.cwd() / default, PROJECT_DIR / default):
-        if candidate.is_file():
-            return candidate.resolve()
-    return PROJECT_DIR / default
 
 
 def _lookup(header: Any, path: str) -> Any:

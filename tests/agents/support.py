@@ -7,7 +7,7 @@
   producer (:meth:`KafkaIO.produce`) and background readers
   (:class:`TopicReader`) that collect records of the output topics.
 * :func:`host_messages` re-hosts and re-times one round of the recorded
-  collectd capture (``tests/fixtures/collectd``), so events come from real
+  collectd capture (``ves_streams/dev/capture``), so events come from real
   collectd data and the real ``topologies/host.yaml``.
 """
 
@@ -32,8 +32,10 @@ from typing import Any
 import orjson
 import requests
 
+from ves_streams.resources import capture_dir
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-CAPTURE_DIR = PROJECT_DIR / "tests" / "fixtures" / "collectd"
+CAPTURE_DIR = capture_dir()
 
 
 # -- data -----------------------------------------------------------------------

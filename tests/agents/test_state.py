@@ -143,9 +143,9 @@ def test_keys_kept_in_the_index_cost_their_size_not_an_allocator_page() -> None:
 
 
 def _capture() -> list[bytes]:
-    from pathlib import Path
+    from ves_streams.resources import capture_dir
 
-    path = Path(__file__).resolve().parents[1] / "fixtures" / "collectd" / "compute-0.values.jsonl"
+    path = capture_dir() / "compute-0.values.jsonl"
     return [line for line in path.read_bytes().splitlines() if line.strip()]
 
 

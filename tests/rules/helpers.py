@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ves_streams.collectd import Notification, Sample, parse_notifications, parse_value_lists
+from ves_streams.resources import capture_dir
 from ves_streams.rules import RenderContext, Topology
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
-CAPTURE_VALUES = FIXTURES / "collectd" / "compute-0.values.jsonl"
-CAPTURE_NOTIFICATIONS = FIXTURES / "collectd" / "compute-0.notifications.jsonl"
+CAPTURE_VALUES = capture_dir() / "compute-0.values.jsonl"
+CAPTURE_NOTIFICATIONS = capture_dir() / "compute-0.notifications.jsonl"
 GOLDEN = FIXTURES / "golden"
 VIRT_VALUES = GOLDEN / "inputs" / "virt.values.jsonl"
 NODE_VALUES = GOLDEN / "inputs" / "node.values.jsonl"

@@ -10,12 +10,12 @@ from ves_streams.stages.render import TopologyRenderer
 from ves_streams.collectd import Notification, parse_value_lists
 from ves_streams.identity import Interval
 from ves_streams.rules import load_topology
-from ves_streams.settings import PROJECT_DIR
+from ves_streams.resources import topologies_dir
 
 
 @pytest.fixture(scope="module")
 def topology():  # type: ignore[no-untyped-def]
-    return load_topology(PROJECT_DIR / "topologies" / "host.yaml")
+    return load_topology(topologies_dir() / "host.yaml")
 
 
 def samples(host: str, t: float):  # type: ignore[no-untyped-def]

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ves_streams import resources
+
 __all__ = [
     "KAFKA_VERSIONS",
     "DEFAULT_KAFKA_VERSION",
@@ -74,9 +76,6 @@ __all__ = [
 KAFKA_VERSIONS: tuple[str, ...] = ("4.1.1", "3.9.1")
 #: The broker ``make run``, ``make kafka-up`` and the tests use unless told otherwise.
 DEFAULT_KAFKA_VERSION = "4.1.1"
-
-#: Where ``make kafka-up`` keeps its pid file, state and log (``.run/`` is git-ignored).
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 #: JVM flags of one test node: small heap, serial GC and C1 only, which halves the
 #: start of a 3-node cluster on two cores (15 s -> 8 s) at some cost in peak throughput.
@@ -797,8 +796,12 @@ class KafkaCluster:
 
 
 def default_run_dir() -> Path:
-    """``.run/kafka/`` in the project directory: pid file, state, log and data of ``make kafka-up``."""
-    return PROJECT_DIR / ".run" / "kafka"
+    """``.run/kafka/``: pid file, state, log and data of ``make kafka-up``.
+
+    In the checkout (``.run/`` is git-ignored) or, for an installed wheel, in
+    the current directory (:func:`ves_streams.resources.run_dir`).
+    """
+    return resources.run_dir() / "kafka"
 
 
 @dataclass(frozen=True, slots=True)
@@ -867,7 +870,7 @@ def kafka_up(
 
     The broker runs in its own session, so it outlives this process; its pid,
     state and log (``kafka.pid``, ``state.json``, ``kafka.log``) live in
-    ``run_dir`` (default ``.run/kafka/`` of the project) and its data in
+    ``run_dir`` (default :func:`default_run_dir`) and its data in
     ``data_dir`` (default ``run_dir/data-<version>``, kept between ``up``s so
     topics survive a restart). Returns True once a client lists the broker,
     False when a broker already answers on ``port`` (ours or not: it is left

@@ -63,7 +63,8 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
 def _add_run_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run-dir", type=Path, default=None,
-        help="where the pid file, state, log and data live (default: .run/kafka/ in the project)",
+        help="where the pid file, state, log and data live "
+             "(default: .run/kafka/ in the checkout, else in the current directory)",
     )  # fmt: skip
 
 

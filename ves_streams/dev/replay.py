@@ -1,7 +1,8 @@
 """Replay a recorded collectd capture to Kafka, as ``write_kafka`` would.
 
 Used by ``make run`` when collectd is not installed, and by the benchmarks to
-stand in for N hosts. The capture (``tests/fixtures/collectd/``) is split into
+stand in for N hosts. The capture (``ves_streams/dev/capture/``, shipped with
+the package: :func:`ves_streams.resources.capture_dir`) is split into
 the rounds collectd produced (one per interval); each replayed round rewrites
 ``host`` and ``time`` so the data looks live, and each message is published
 as a one-element JSON array with a random key, exactly like ``write_kafka``
@@ -24,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from ves_streams import resources
 from ves_streams.broker_wait import bootstrap_servers
 
 __all__ = [
@@ -37,7 +39,8 @@ __all__ = [
     "register",
 ]
 
-DEFAULT_CAPTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "collectd"
+#: The recorded capture shipped with ves-streams (``compute-0.*.jsonl``).
+DEFAULT_CAPTURE_DIR = resources.capture_dir()
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +220,10 @@ def _handle(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("replay", help="publish the recorded collectd capture to Kafka as write_kafka does")
     parser.add_argument("--broker", default=os.environ.get("VES_STREAMS_BROKER", "kafka://localhost:9092"))
-    parser.add_argument("--capture", default=str(DEFAULT_CAPTURE_DIR), help="directory with *.values.jsonl")
+    parser.add_argument(
+        "--capture", default=str(DEFAULT_CAPTURE_DIR),
+        help="directory with *.values.jsonl (default: the recorded capture shipped with ves-streams)",
+    )  # fmt: skip
     parser.add_argument("--hosts", type=int, default=1, help="replicate the capture to N synthetic hosts")
     parser.add_argument("--host", default=None, help="host name when replaying one host")
     parser.add_argument("--interval", type=float, default=None, help="seconds between rounds (default: capture's)")

@@ -31,20 +31,18 @@ from typing import Any
 import orjson
 import requests
 
+from ves_streams import resources
 from ves_streams.broker_wait import bootstrap_servers
 
 __all__ = ["register", "RunPlan", "parse_prometheus"]
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-
-
 @dataclass
 class RunPlan:
-    """Where ``make run`` puts things; everything lives under ``.run/``."""
+    """Where ``make run`` puts things; everything lives under ``.run/`` (:func:`ves_streams.resources.run_dir`)."""
 
     kafka_version: str
     interval: float
-    run_dir: Path = field(default_factory=lambda: PROJECT_DIR / ".run")
+    run_dir: Path = field(default_factory=resources.run_dir)
     collector_port: int = 30000
     web_port: int = 6066
     relay_port: int = 18089
@@ -90,7 +88,7 @@ class _Processes:
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_DIR, start_new_session=True
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=resources.checkout_dir(), start_new_session=True
         )
         self.started.append((name, proc))
         print(f"  started {name} (pid {proc.pid}, log {self.logs / (name + '.log')})", flush=True)
@@ -181,7 +179,7 @@ def run(plan: RunPlan, *, feed: str) -> int:
         env = dict(os.environ)
         env.setdefault("VES_STREAMS_BROKER", plan.broker)
         env.setdefault("VES_STREAMS_COLLECTOR_URL", f"http://127.0.0.1:{plan.collector_port}")
-        env.setdefault("VES_STREAMS_TOPOLOGY", str(PROJECT_DIR / "topologies" / "host.yaml"))
+        env.setdefault("VES_STREAMS_TOPOLOGY", str(resources.default_topology()))
         env.setdefault("VES_STREAMS_INTERVAL", str(plan.interval))
         env.setdefault("VES_STREAMS_DATA_DIR", str(plan.run_dir / "worker-data"))
         env.setdefault("VES_STREAMS_WEB_PORT", str(plan.web_port))

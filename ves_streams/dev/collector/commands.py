@@ -84,7 +84,7 @@ def register(subparsers: Any) -> None:
         "collector",
         help="run a local VES collector (event listener v5/v7) that validates and records events",
         description="A VES event listener for development and tests: validates each event against "
-        "schemas/ves-{5,7}.json, answers 202 or a VES requestError, and records accepted events as JSON lines.",
+        "the shipped VES schemas (schemas/ves-{5,7}.json), answers 202 or a VES requestError, and records accepted events as JSON lines.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
     parser.add_argument("--port", type=int, default=30000, help="listen port; 0 picks a free one (default %(default)s)")

@@ -1,7 +1,8 @@
 """Validate VES events and requests against the project's own VES JSON schemas.
 
 The schemas live in ``schemas/ves-5.json`` (VES 5.4.1, CommonEventFormat
-28.4.1) and ``schemas/ves-7.json`` (VES 7.2.1, CommonEventFormat 30.2.1). They
+28.4.1) and ``schemas/ves-7.json`` (VES 7.2.1, CommonEventFormat 30.2.1) and
+ship as the package ``ves_streams.schemas`` (:mod:`ves_streams.resources`). They
 are smaller than the official files but keep the same constraints for what
 they model (header, envelope, measurement/measurementsForVfScaling, fault,
 heartbeat), so an event they accept is one the ONAP collector accepts too;
@@ -36,6 +37,8 @@ from jsonschema import validators
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
+from ves_streams import resources
+
 __all__ = [
     "SCHEMA_DIR_ENV",
     "SUPPORTED_MAJORS",
@@ -68,8 +71,6 @@ OFFICIAL_SCHEMA_FILES: Mapping[str, str] = {
 #: Longest error message we return; jsonschema quotes whole instances.
 _MAX_MESSAGE = 300
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
 
 class VesSchemaError(Exception):
     """Base class of every error raised by :mod:`ves_streams.dev.collector.schema`."""
@@ -99,20 +100,18 @@ def major_version(version: str | int) -> str:
     return major
 
 
-def _candidate_dirs() -> list[Path]:
-    """Where the schemas may be, best first.
+def _shipped_schema_dir() -> Path:
+    """The schemas installed with the package (``schemas/`` of the checkout in an editable install)."""
+    return resources.schemas_dir()
 
-    An editable install (``pip install -e .``) finds them next to the package
-    in the checkout; a regular install (the Docker image) has no ``schemas/``
-    beside site-packages, so the working directory and an explicit
-    ``VES_STREAMS_SCHEMA_DIR`` are tried as well.
-    """
+
+def _candidate_dirs() -> list[Path]:
+    """Where the schemas may be, best first: ``VES_STREAMS_SCHEMA_DIR`` if set, then the shipped ones."""
     dirs: list[Path] = []
     explicit = os.environ.get(SCHEMA_DIR_ENV)
     if explicit:
         dirs.append(Path(explicit))
-    dirs.append(_PACKAGE_DIR.parents[2] / "schemas")
-    dirs.append(Path.cwd() / "schemas")
+    dirs.append(_shipped_schema_dir())
     return dirs
 
 
@@ -126,9 +125,9 @@ def schema_path(version: str | int) -> Path:
             return path
         tried.append(str(path))
     raise SchemaNotFoundError(
-        f"VES schema {name} not found (tried {', '.join(tried)}). ves-streams reads its schemas from "
-        f"the repository's schemas/ directory: install with `pip install -e .` from a checkout, run from "
-        f"the directory that holds schemas/, or set {SCHEMA_DIR_ENV} to a directory containing {name}."
+        f"VES schema {name} not found (tried {', '.join(tried)}). ves-streams ships its schemas as the "
+        f"package ves_streams.schemas: reinstall it (`pip install ves-streams`, or `pip install -e .` from "
+        f"a checkout), or set {SCHEMA_DIR_ENV} to a directory containing {name}."
     )
 
 
