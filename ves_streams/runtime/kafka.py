@@ -103,13 +103,20 @@ class KafkaSecurity:
             ssl_keyfile=_opt_str(get("kafka_ssl_keyfile")),
         )
 
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context (CA file, optional client certificate) for SSL and SASL_SSL; None otherwise."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``AIOKafkaConsumer``/``AIOKafkaProducer``."""
         kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            context = ssl.create_default_context(cafile=self.ssl_cafile)
-            if self.ssl_certfile:
-                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        context = self.ssl_context()
+        if context is not None:
             kwargs["ssl_context"] = context
         if self.sasl_mechanism:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
@@ -165,11 +172,7 @@ class KafkaConnection:
         import faust
 
         sec = self.security
-        context = None
-        if sec.security_protocol in ("SSL", "SASL_SSL"):
-            context = ssl.create_default_context(cafile=sec.ssl_cafile)
-            if sec.ssl_certfile:
-                context.load_cert_chain(sec.ssl_certfile, sec.ssl_keyfile)
+        context = sec.ssl_context()
         if sec.sasl_mechanism:
             if sec.sasl_plain_username is None or sec.sasl_plain_password is None:
                 raise KafkaConfigError("VES_STREAMS_KAFKA_USERNAME: SASL needs a username and a password")

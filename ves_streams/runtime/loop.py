@@ -51,7 +51,7 @@ from mode import Service
 from ves_streams.runtime.outputs import PartitionedRecord, StageHandler, StageOutput
 from ves_streams.runtime.producing import send_to_partition
 
-__all__ = ["HOLD_AFTER", "PausedPoll", "RebalanceForwarder", "StageLoop", "StageSpec", "stop_task"]
+__all__ = ["HOLD_AFTER", "PausedPoll", "RebalanceForwarder", "StageLoop", "StageSpec", "run_guarded", "stop_task"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,20 @@ async def stop_task(task: asyncio.Task[Any] | None, logger: logging.Logger) -> N
         pass
     except Exception:
         logger.debug("stopped loop had failed", exc_info=True)
+
+
+async def run_guarded(service: Service, run: Callable[[], Awaitable[None]], name: str,
+                      describe: Callable[[BaseException], str] | None = None) -> None:
+    """Run a service's loop; a failure is logged (``describe`` scrubs it) and crashes the service (mode)."""
+    try:
+        await run()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        text = describe(exc) if describe is not None else f"{type(exc).__name__}: {exc}"
+        log.error("%s loop failed: %s", name, text, exc_info=True)
+        await service.crash(exc)
+        raise
 
 
 class PausedPoll:
@@ -355,7 +369,7 @@ class StageLoop(Service):
         outputs = ", ".join(t for t in (spec.records_topic, spec.events_topic) if t)
         log.info("%s started: %s -> %s (group %s%s)", spec.name, ", ".join(spec.topics), outputs,
                  spec.group_id, ", transactional" if spec.exactly_once else "")  # fmt: skip
-        self._runner = asyncio.ensure_future(self._run_guarded())
+        self._runner = asyncio.ensure_future(run_guarded(self, self._run, spec.name))
 
     async def on_stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -377,16 +391,6 @@ class StageLoop(Service):
                 log.warning("%s: stopping the %s failed: %s: %s", self.spec.name, name, type(exc).__name__, exc)
 
     # -- the loop ---------------------------------------------------------
-
-    async def _run_guarded(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            log.error("%s loop failed", self.spec.name, exc_info=True)
-            await self.crash(exc)
-            raise
 
     async def _run(self) -> None:
         consumer = self._consumer

@@ -51,7 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from mode import Service
 
-from ves_streams.runtime.loop import PausedPoll, RebalanceForwarder, stop_task
+from ves_streams.runtime.loop import PausedPoll, RebalanceForwarder, run_guarded, stop_task
 from ves_streams.sink import metrics
 from ves_streams.sink.batching import Batch, Batcher
 from ves_streams.sink.client import VesHttpClient
@@ -153,7 +153,7 @@ class SinkService(Service):
             cfg.collector.ves_version,
             "on" if cfg.batching.enabled else "off",
         )
-        self._runner = asyncio.ensure_future(self._run_guarded())
+        self._runner = asyncio.ensure_future(run_guarded(self, self._run, "VES sink delivery", self._scrub))
 
     def _consumer_options(self, security: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments of the events consumer (a seam for tests that need other timeouts)."""
@@ -199,16 +199,6 @@ class SinkService(Service):
                 logger.warning("VES sink: stopping the %s failed: %s", name, self._scrub(exc))
 
     # -- the loop ---------------------------------------------------------
-
-    async def _run_guarded(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            logger.error("VES sink delivery loop failed: %s", self._scrub(exc), exc_info=True)
-            await self.crash(exc)
-            raise
 
     async def _run(self) -> None:
         consumer = self._consumer
