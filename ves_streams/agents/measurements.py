@@ -159,6 +159,13 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> list[Any]:
     ``[]`` once caught up. Only this worker's own input partitions are seen: a
     lag of another worker's ingest shows here only after a rebalance hands its
     partitions over.
+
+    Every question to the broker is bounded by the deadline: while the
+    partitions' leaders cannot be reached, aiokafka retries ``end_offsets``
+    for up to its request timeout (40 s), and a tick held that long found
+    more missed windows than it may backfill (the two-brokers-down drill lost
+    five windows per host that way). Past the deadline the partitions count
+    as behind and the tick goes out, to wait in the producer instead.
     """
     app = pipeline.app
     ingest = pipeline.ingest
@@ -167,7 +174,10 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> list[Any]:
     tps = ingest.assigned()
     if not tps:
         return []
-    ends = await ingest.end_offsets(tps)
+    try:
+        ends = await asyncio.wait_for(ingest.end_offsets(tps), max(0.1, deadline - time.time()))
+    except asyncio.TimeoutError:
+        return tps
     quiet_since: dict[Any, tuple[int, float]] = {}
     while True:
         behind = []
@@ -179,7 +189,10 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> list[Any]:
                 continue
             if tp not in ingest.assigned():
                 continue  # revoked meanwhile: its new owner's ticks wait for it
-            position = await ingest.position(tp)
+            try:
+                position = await asyncio.wait_for(ingest.position(tp), max(0.1, min(5.0, deadline - time.time())))
+            except asyncio.TimeoutError:
+                position = None
             if position is not None and position >= end:
                 since = quiet_since.get(tp)
                 if since is None or since[0] != done:

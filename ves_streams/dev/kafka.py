@@ -729,8 +729,11 @@ class KafkaCluster:
     def _wait_node(self, index: int, expected: Sequence[int]) -> None:
         node = self.nodes[index]
 
+        # only the nodes expected up count: a node killed on purpose (kill_node) may stay down
+        watched = {i: p for i, p in self._procs.items() if self.nodes[i].node_id in expected or i == index}
+
         def alive() -> str | None:
-            for i, proc in self._procs.items():
+            for i, proc in watched.items():
                 if proc.poll() is not None:
                     return f"Kafka node {self.nodes[i].node_id} exited with code {proc.returncode}"
             return None
@@ -738,7 +741,7 @@ class KafkaCluster:
         try:
             wait_for_brokers(node.address, expected, timeout=self.start_timeout, alive=alive)
         except KafkaStartError as exc:
-            failed = next((i for i, p in self._procs.items() if p.poll() is not None), index)
+            failed = next((i for i, p in watched.items() if p.poll() is not None), index)
             raise _start_failure(exc, self.nodes[failed].log_path) from None
 
     def stop(self, timeout: float = 15.0) -> None:
