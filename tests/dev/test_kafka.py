@@ -22,7 +22,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ves_streams import kafka_commands, kafka_local
+from ves_streams.dev import kafka as kafka_local
+from ves_streams.dev import kafka_commands
 from ves_streams.dev.kafka import KafkaCluster, KafkaFetchError, KafkaStartError
 
 from tests.plugins.kafka import create_topics, create_topics_async, new_topic_name
