@@ -241,7 +241,6 @@ class StageLoop(Service):
         self._producer_options: dict[str, Any] = {}
         #: the transactional producer must be replaced before the next attempt
         self._renew = False
-        self._security: dict[str, Any] = {}
         self._runner: asyncio.Task[None] | None = None
         #: the produce attempt under way, if any (a revoke lets it finish)
         self._attempt: asyncio.Task[None] | None = None
@@ -325,7 +324,6 @@ class StageLoop(Service):
         if self._prepare is not None:
             await self._prepare()
         security = self._client_kwargs()
-        self._security = security
         producer_options: dict[str, Any] = {
             "bootstrap_servers": self._servers,
             "client_id": spec.group_id,

@@ -127,21 +127,18 @@ def without_dead_letter_headers(record_headers: Iterable[tuple[str, bytes]]) -> 
     return [(k, v) for k, v in record_headers if k not in _DLQ_HEADERS and not k.startswith(LEGACY_HEADER_PREFIX)]
 
 
-_source_headers = headers
-
-
 def malformed_input(
     key: bytes | None, value: bytes | None, reason: str, stage: str, source: Source
 ) -> OutputRecord:
     """Dead-letter an input message that could not be parsed."""
     raw = b"" if value is None else bytes(value)
-    headers = _source_headers(stage, reason, source)
+    out = headers(stage, reason, source)
     if len(raw) > DLQ_MAX_VALUE_BYTES:
-        headers.append((HEADER_DLQ_ORIGINAL_SIZE, str(len(raw)).encode()))
+        out.append((HEADER_DLQ_ORIGINAL_SIZE, str(len(raw)).encode()))
         raw = raw[: DLQ_MAX_VALUE_BYTES]
     if key is not None and len(key) > _MAX_HEADER_TEXT:
         key = bytes(key[:_MAX_HEADER_TEXT])
-    return OutputRecord(key=key, value=raw, headers=headers)
+    return OutputRecord(key=key, value=raw, headers=out)
 
 
 def render_error(
@@ -160,16 +157,16 @@ def render_error(
     the record value, as for malformed input); for measurements and
     heartbeats the value is a JSON report of the failure.
     """
-    headers = _source_headers(stage, reason, source)
-    headers.append((HEADER_DLQ_RULE, _text(rule)))
-    headers.append((HEADER_DLQ_HOST, _text(host)))
+    out = headers(stage, reason, source)
+    out.append((HEADER_DLQ_RULE, _text(rule)))
+    out.append((HEADER_DLQ_HOST, _text(host)))
     if original is not None:
         value = bytes(original)
         if len(value) > DLQ_MAX_VALUE_BYTES:
-            headers.append((HEADER_DLQ_ORIGINAL_SIZE, str(len(value)).encode()))
+            out.append((HEADER_DLQ_ORIGINAL_SIZE, str(len(value)).encode()))
             value = value[: DLQ_MAX_VALUE_BYTES]
     else:
         value = orjson.dumps(
             {"rule": rule, "host": host, "reason": reason, "stage": stage, "interval_start": interval_start}
         )
-    return OutputRecord(key=host.encode("utf-8", "surrogatepass") if host else None, value=value, headers=headers)
+    return OutputRecord(key=host.encode("utf-8", "surrogatepass") if host else None, value=value, headers=out)
