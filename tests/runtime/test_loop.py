@@ -25,14 +25,14 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from tests.plugins.kafka import create_topics_async, new_topic_name
 from ves_streams.identity import OutputRecord
 from ves_streams.runtime.loop import StageLoop, StageSpec
-from ves_streams.runtime.outputs import InputMessage, StageOutput
+from ves_streams.runtime.outputs import InputMessage, StageHandler, StageOutput
 
 pytestmark = pytest.mark.integration
 
 MAX_POLL_MS = 3000
 
 
-class EchoHandler:
+class EchoHandler(StageHandler):
     """Every input value becomes one event; a value starting with ``bad`` also a dead letter."""
 
     def __init__(self) -> None:

@@ -1,7 +1,8 @@
 """The stage loop: fetch a batch, hand it to a pure handler, produce, wait for the ack, commit.
 
-Every hand-written consume-produce stage of a worker (values ingest, faults)
-runs on :class:`StageLoop`; what differs between them is their handler
+Every hand-written consume-produce stage of a worker (values ingest, faults,
+and the sink, whose handler delivers to the VES collector) runs on
+:class:`StageLoop`; what differs between them is their handler
 (:class:`~ves_streams.runtime.outputs.StageHandler`) and their
 :class:`StageSpec`. The loop owns, once for all of them: the aiokafka
 consumer (its own consumer group, auto-commit off, ``read_committed``) and
@@ -27,6 +28,8 @@ What it guarantees:
   acknowledged is dropped and the partitions' next owner redoes it from the
   committed offset (aiokafka's eager rebalance re-reads every partition's
   position from its commit).
+* **A dead letter too large for its topic** is written without its value
+  (a header says so), never retried forever.
 * **Never crashes on data**: handlers turn bad input into dead letters.
   Only a bug or an unusable Kafka crashes the loop (logged, and ``mode``
   crashes the worker).
@@ -45,11 +48,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from mode import Service
 
+from ves_streams.identity import OutputRecord
 from ves_streams.runtime.outputs import PartitionedRecord, StageHandler, StageOutput
 from ves_streams.runtime.producing import send_to_partition
+from ves_streams.wire.deadletter import without_value
 
 __all__ = ["HOLD_AFTER", "PausedPoll", "RebalanceForwarder", "StageLoop", "StageSpec", "run_guarded", "stop_task"]
 
@@ -73,8 +78,8 @@ class StageSpec:
     name: str
     group_id: str
     topics: tuple[str, ...]
-    #: destination of :attr:`StageOutput.events`
-    events_topic: str
+    #: destination of :attr:`StageOutput.events`, if the stage makes any
+    events_topic: str | None
     #: destination of :attr:`StageOutput.dead_letters`
     dead_letter_topic: str
     #: destination of :attr:`StageOutput.records` (each to its own partition), if the stage makes any
@@ -91,6 +96,10 @@ class StageSpec:
     linger_ms: int = 20
     #: how long the producer retries a record the broker refuses before the attempt fails
     request_timeout_ms: int = 30_000
+    #: where a group with no committed offset starts
+    auto_offset_reset: str = "earliest"
+    #: largest produce request (a stage whose dead letters carry large events raises it)
+    max_request_size: int = 4 * 1024 * 1024
 
 
 class RebalanceForwarder(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
@@ -224,6 +233,8 @@ class StageLoop(Service):
         client_kwargs: Callable[[], dict[str, Any]] = dict,
         prepare: Callable[[], Awaitable[None]] | None = None,
         on_retry: Callable[[str], None] | None = None,
+        on_commit: Callable[[str, bool], None] | None = None,
+        describe: Callable[[BaseException], str] | None = None,
         **kwargs: Any,
     ) -> None:
         self.spec = spec
@@ -232,6 +243,12 @@ class StageLoop(Service):
         self._client_kwargs = client_kwargs
         self._prepare = prepare
         self._on_retry = on_retry
+        self._on_commit = on_commit
+        #: how errors are written into logs (a stage with secrets scrubs them)
+        self.describe: Callable[[BaseException], str] = describe or _describe
+        #: what the handler may ask of this loop (wait with the group kept, is my batch still wanted)
+        self.controls = _Controls(self)
+        handler.bind(self.controls)
         #: input partition -> offset after the last record whose outputs the broker acknowledged
         self.handled: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -333,32 +350,17 @@ class StageLoop(Service):
             "request_timeout_ms": spec.request_timeout_ms,
             # one record batch per output partition per input batch (see producing.py)
             "max_batch_size": 1024 * 1024,
-            "max_request_size": 4 * 1024 * 1024,
+            "max_request_size": spec.max_request_size,
         }
         if spec.exactly_once:
             # one id per worker process: a restarted worker must not fence a live one
             producer_options["transactional_id"] = f"{spec.group_id}-{socket.gethostname()}-{os.getpid()}"
         self._producer_options = {**producer_options, **security}
-        session_ms = spec.session_timeout_ms
         try:
             self._producer = AIOKafkaProducer(**self._producer_options)
             await self._producer.start()
-            self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._servers,
-                group_id=spec.group_id,
-                client_id=spec.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-                max_poll_records=spec.max_batch,
-                max_partition_fetch_bytes=spec.fetch_partition_bytes,
-                session_timeout_ms=session_ms,
-                heartbeat_interval_ms=max(100, min(3000, session_ms // 4)),
-                max_poll_interval_ms=spec.max_poll_interval_ms,
-                rebalance_timeout_ms=max(spec.max_poll_interval_ms, session_ms),
-                **security,
-            )
-            self._poll = PausedPoll(self._consumer, spec.name)
+            self._consumer = AIOKafkaConsumer(**self._consumer_options(security))
+            self._poll = PausedPoll(self._consumer, spec.name, describe=self.describe)
             self._consumer.subscribe(list(spec.topics), listener=RebalanceForwarder(self._on_revoked, self._on_assigned))
             await self._consumer.start()
         except BaseException:
@@ -367,7 +369,28 @@ class StageLoop(Service):
         outputs = ", ".join(t for t in (spec.records_topic, spec.events_topic) if t)
         log.info("%s started: %s -> %s (group %s%s)", spec.name, ", ".join(spec.topics), outputs,
                  spec.group_id, ", transactional" if spec.exactly_once else "")  # fmt: skip
-        self._runner = asyncio.ensure_future(run_guarded(self, self._run, spec.name))
+        self._runner = asyncio.ensure_future(run_guarded(self, self._run, spec.name, self.describe))
+
+    def _consumer_options(self, security: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments of the input consumer (a seam for tests that need other timeouts)."""
+        spec = self.spec
+        session_ms = spec.session_timeout_ms
+        return {
+            "bootstrap_servers": self._servers,
+            "group_id": spec.group_id,
+            "client_id": spec.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": spec.auto_offset_reset,
+            # records of an aborted exactly-once transaction are never read
+            "isolation_level": "read_committed",
+            "max_poll_records": spec.max_batch,
+            "max_partition_fetch_bytes": spec.fetch_partition_bytes,
+            "session_timeout_ms": session_ms,
+            "heartbeat_interval_ms": max(100, min(3000, session_ms // 4)),
+            "max_poll_interval_ms": spec.max_poll_interval_ms,
+            "rebalance_timeout_ms": max(spec.max_poll_interval_ms, session_ms),
+            **security,
+        }
 
     async def on_stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -386,7 +409,7 @@ class StageLoop(Service):
             try:
                 await closer.stop()
             except Exception as exc:
-                log.warning("%s: stopping the %s failed: %s: %s", self.spec.name, name, type(exc).__name__, exc)
+                log.warning("%s: stopping the %s failed: %s", self.spec.name, name, self.describe(exc))
 
     # -- the loop ---------------------------------------------------------
 
@@ -394,11 +417,15 @@ class StageLoop(Service):
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("StageLoop started without a consumer")
+        handler = self.handler
         while True:
-            fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=self.spec.max_batch)
+            deadline = handler.next_deadline()
+            timeout_ms = POLL_MS if deadline is None else max(0, min(POLL_MS, int((deadline - time.monotonic()) * 1000)))
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, handler.room(self.spec.max_batch)))
             generation = self._generation
             messages = [message for records in fetched.values() for message in records]
-            if messages:
+            deadline = handler.next_deadline()
+            if messages or (deadline is not None and deadline <= time.monotonic()):
                 await self._process(messages, generation)
             if not self.spec.exactly_once:
                 await self._commit()
@@ -423,8 +450,8 @@ class StageLoop(Service):
                 if self._on_retry is not None:
                     self._on_retry(self.spec.name)
                 delay = min(RETRY_MAX, RETRY_INITIAL * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-                log.warning("%s: producing a batch failed (attempt %d, retrying in %.1f s): %s: %s", self.spec.name,
-                            attempt, delay, type(exc).__name__, exc)  # fmt: skip
+                log.warning("%s: producing a batch failed (attempt %d, retrying in %.1f s): %s", self.spec.name,
+                            attempt, delay, self.describe(exc))  # fmt: skip
                 if self._renew:
                     await self._polling(self._renew_producer())
                 if self._poll is not None:
@@ -480,8 +507,28 @@ class StageLoop(Service):
                 raise RuntimeError(f"stage {spec.name} made records but has no records topic")
             futures += await self._send_records(producer, spec.records_topic, output.records)
         for letter in output.dead_letters:
-            futures.append(await producer.send(spec.dead_letter_topic, letter.value, letter.key, headers=list(letter.headers)))
+            futures.append(await self._send_letter(producer, letter))
         return futures
+
+    async def _send_letter(self, producer: AIOKafkaProducer, letter: OutputRecord) -> asyncio.Future[Any]:
+        """Send a dead letter; one too large for the topic goes without its value."""
+        topic = self.spec.dead_letter_topic
+        try:
+            future = await producer.send(topic, letter.value, letter.key, headers=list(letter.headers))
+        except (MessageSizeTooLargeError, RecordTooLargeError):
+            fallback = without_value(letter)
+            return await producer.send(topic, fallback.value, fallback.key, headers=list(fallback.headers))
+        if self.spec.exactly_once:
+            return future  # a refusal fails the transaction, and the attempt is retried whole
+
+        async def acknowledged() -> Any:
+            try:
+                return await future
+            except (MessageSizeTooLargeError, RecordTooLargeError):  # the topic's max.message.bytes
+                fallback = without_value(letter)
+                return await (await producer.send(topic, fallback.value, fallback.key, headers=list(fallback.headers)))
+
+        return asyncio.ensure_future(acknowledged())
 
     async def _send_records(self, producer: AIOKafkaProducer, topic: str, records: Sequence[PartitionedRecord]) -> list[asyncio.Future[Any]]:
         if self.spec.exactly_once:  # send() adds each partition to the transaction; send_batch() would not
@@ -504,15 +551,15 @@ class StageLoop(Service):
         try:
             await task
         except Exception as exc:
-            log.warning("%s: %s: %s", self.spec.name, type(exc).__name__, exc)
+            log.warning("%s: %s", self.spec.name, self.describe(exc))
 
     async def _abort(self, producer: AIOKafkaProducer) -> None:
         """Abort the open transaction; if even that fails, the producer is replaced before the next attempt."""
         try:
             await asyncio.wait_for(producer.abort_transaction(), timeout=self.spec.request_timeout_ms / 1000 + 5)
         except Exception as exc:
-            log.warning("%s: aborting the transaction failed (a new producer takes over): %s: %s",
-                        self.spec.name, type(exc).__name__, exc)  # fmt: skip
+            log.warning("%s: aborting the transaction failed (a new producer takes over): %s",
+                        self.spec.name, self.describe(exc))  # fmt: skip
             self._renew = True
 
     async def _renew_producer(self) -> None:
@@ -527,7 +574,7 @@ class StageLoop(Service):
             try:
                 await asyncio.wait_for(old.stop(), timeout=10)
             except Exception as exc:
-                log.warning("%s: stopping the failed transactional producer: %s: %s", self.spec.name, type(exc).__name__, exc)
+                log.warning("%s: stopping the failed transactional producer: %s", self.spec.name, self.describe(exc))
         producer = AIOKafkaProducer(**self._producer_options)
         await producer.start()
         self._producer = producer
@@ -549,10 +596,14 @@ class StageLoop(Service):
         try:
             await consumer.commit(due)
         except KafkaError as exc:
-            log.warning("%s: offset commit failed (committing again later): %s: %s", self.spec.name, type(exc).__name__, exc)
+            log.warning("%s: offset commit failed (committing again later): %s", self.spec.name, self.describe(exc))
+            if self._on_commit is not None:
+                self._on_commit(self.spec.name, False)
             return
         self._last_commit = time.monotonic()
         self._committed.update(due)
+        if self._on_commit is not None:
+            self._on_commit(self.spec.name, True)
 
     async def _wait_attempt(self) -> None:
         attempt = self._attempt
@@ -564,6 +615,9 @@ class StageLoop(Service):
         # (a transaction commits or aborts whole), then what was acknowledged is committed.
         self._generation += 1
         await self._wait_attempt()
+        for tp, offset in self.handler.revoked().items():
+            if offset > self.handled.get(tp, -1):
+                self.handled[tp] = offset
         if not self.spec.exactly_once:
             await self._commit(force=True)
         for tp in revoked:
@@ -578,3 +632,26 @@ class StageLoop(Service):
         if self._poll is not None:
             self._poll.on_assigned(assigned)
         log.info("%s: partitions assigned %s", self.spec.name, sorted(tp.partition for tp in assigned))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Controls:
+    """What a handler may ask of its loop (:class:`~ves_streams.runtime.outputs.LoopControls`)."""
+
+    def __init__(self, loop: StageLoop) -> None:
+        self._loop = loop
+
+    async def hold(self, seconds: float) -> None:
+        poll = self._loop._poll  # noqa: SLF001 - the loop's own helper
+        if poll is None:
+            await asyncio.sleep(max(0.0, seconds))
+        else:
+            await poll.sleep(seconds)
+
+    def still_current(self) -> Callable[[], bool]:
+        loop = self._loop
+        generation = loop._generation  # noqa: SLF001
+        return lambda: loop._generation == generation  # noqa: SLF001

@@ -5,11 +5,20 @@ batch of input records and returns a :class:`StageOutput` saying what to
 produce, in which order, and which input offsets that covers. The loop
 (:mod:`ves_streams.runtime.loop`) produces it, waits for the broker's
 acknowledgement and only then counts those offsets as handled.
+
+Most handlers turn each batch into output at once (repartitioning, faults).
+A handler that holds records across batches (the sink's delivery handler
+lingers to fill a request, and finishes records out of Kafka order) tells
+the loop how much more it can take (:meth:`StageHandler.room`), when it
+wants to run without new input (:meth:`StageHandler.next_deadline`) and,
+on a revoke, which offsets it finished (:meth:`StageHandler.revoked`). It
+waits through the loop's :class:`LoopControls`, which keep the consumer
+group membership alive.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,7 +26,7 @@ from aiokafka import TopicPartition
 
 from ves_streams.identity import OutputRecord
 
-__all__ = ["InputMessage", "PartitionedRecord", "StageHandler", "StageOutput"]
+__all__ = ["InputMessage", "LoopControls", "PartitionedRecord", "StageHandler", "StageOutput"]
 
 
 class InputMessage(Protocol):
@@ -71,13 +80,50 @@ class StageOutput:
         self.counts[message.topic] = self.counts.get(message.topic, 0) + 1
 
 
-class StageHandler(Protocol):
-    """A stage's logic: a batch of input records in, what to produce out; no Kafka I/O."""
+class LoopControls(Protocol):
+    """What a handler may ask of the loop that runs it."""
+
+    async def hold(self, seconds: float) -> None:
+        """Wait ``seconds`` with the partitions paused and the consumer polled (group membership kept)."""
+        ...
+
+    def still_current(self) -> Callable[[], bool]:
+        """A test that stays True until the partitions of the batch being handled are revoked."""
+        ...
+
+
+class StageHandler:
+    """A stage's logic: a batch of input records in, what to produce out; no Kafka I/O.
+
+    Subclasses implement :meth:`handle`; the other methods have the defaults
+    of a handler that holds nothing between batches.
+    """
+
+    controls: LoopControls | None = None
+
+    def bind(self, controls: LoopControls) -> None:
+        """Called by the loop before the first batch."""
+        self.controls = controls
 
     async def handle(self, messages: Sequence[InputMessage]) -> StageOutput:
         """What ``messages`` become. Never raises on data: bad input becomes dead letters."""
-        ...
+        raise NotImplementedError
 
     def acknowledged(self, output: StageOutput) -> None:
-        """Called once the broker acknowledged ``output`` (count what was delivered)."""
-        ...
+        """Called once the broker acknowledged ``output``, before its ``handled`` offsets are taken.
+
+        A handler that finishes records only once their dead letters are
+        acknowledged may extend ``output.handled`` here.
+        """
+
+    def room(self, max_batch: int) -> int:
+        """How many records the next fetch may take (at least 1)."""
+        return max_batch
+
+    def next_deadline(self) -> float | None:
+        """``time.monotonic()`` at which :meth:`handle` must run even with no new input; None: never."""
+        return None
+
+    def revoked(self) -> Mapping[TopicPartition, int]:
+        """The partitions are going: forget what is held; return the offsets finished and not yet handed back."""
+        return {}

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ves_streams.collectd import MalformedInput, parse_notifications
-from ves_streams.runtime.outputs import InputMessage, StageOutput
+from ves_streams.runtime.outputs import InputMessage, StageHandler, StageOutput
 from ves_streams.stages.events import EventOutputs, StageMetrics, event_outputs
 from ves_streams.stages.render import Renderer
 from ves_streams.wire import deadletter
@@ -83,7 +83,7 @@ def add_faults(output: StageOutput, context: FaultContext, message: InputMessage
     output.dead_letters += made.dead_letters
 
 
-class FaultsHandler:
+class FaultsHandler(StageHandler):
     """The fault stage's handler: notifications in, fault events (and dead letters) out."""
 
     def __init__(self, context: FaultContext) -> None:

@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import orjson
 
 from ves_streams.collectd import MalformedInput, ValueList, parse_value_lists
-from ves_streams.runtime.outputs import InputMessage, StageOutput
+from ves_streams.runtime.outputs import InputMessage, StageHandler, StageOutput
 from ves_streams.stages import faults
 from ves_streams.stages.events import StageMetrics
 from ves_streams.wire import deadletter
@@ -165,7 +165,7 @@ def _parse_into(
         batch.malformed_values += 1
 
 
-class ValuesHandler:
+class ValuesHandler(StageHandler):
     """The repartition stage's handler: value lists in, samples records (and dead letters) out."""
 
     def __init__(self, partitions: Callable[[], int], metrics: StageMetrics) -> None:

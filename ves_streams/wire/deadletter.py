@@ -44,6 +44,7 @@ __all__ = [
     "malformed_input",
     "render_error",
     "without_dead_letter_headers",
+    "without_value",
 ]
 
 HEADER_PREFIX = "ves-streams-"
@@ -170,3 +171,9 @@ def render_error(
             {"rule": rule, "host": host, "reason": reason, "stage": stage, "interval_start": interval_start}
         )
     return OutputRecord(key=host.encode("utf-8", "surrogatepass") if host else None, value=value, headers=out)
+
+
+def without_value(letter: OutputRecord) -> OutputRecord:
+    """``letter`` without its value, for a dead letter too large for its topic (a header says why)."""
+    dropped = (HEADER_DLQ_VALUE_DROPPED, f"{len(letter.value)} bytes: too large for the DLQ topic".encode())
+    return OutputRecord(key=letter.key, value=b"", headers=[*letter.headers, dropped])
