@@ -27,7 +27,7 @@ import faust
 from ves_streams.stages.render import TopologyRenderer
 from ves_streams.broker_wait import wait_for_broker
 from ves_streams.runtime.kafka import KafkaConfigError, KafkaConnection
-from ves_streams.metrics import Readiness, get_metrics, register_views
+from ves_streams.metrics import Metrics, Readiness, get_metrics, register_views
 from ves_streams.runtime import faust_compat
 from ves_streams.settings import Settings, SettingsError
 from ves_streams.topics import Topics
@@ -132,7 +132,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         app.producer_only = True
 
     if settings.role.sinks:
-        _add_sink(app, settings, readiness)
+        _add_sink(app, settings, metrics, readiness)
 
     @app.task
     async def declare_output_topics() -> None:
@@ -145,13 +145,15 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
     return app
 
 
-def _add_sink(app: faust.App, settings: Settings, readiness: Readiness) -> None:
-    """Run the sink service (its own consumer group) with the app, after table recovery."""
+def _add_sink(app: faust.App, settings: Settings, metrics: Metrics, readiness: Readiness) -> None:
+    """Run the sink (a stage loop in its own consumer group) with the app, after table recovery."""
     from ves_streams.sink.service import SinkService
 
     service = SinkService.from_settings(settings)
     faust_compat.add_service(app, service)  # started by the worker like Faust's own services
-    readiness.add("sink", lambda: None if service.is_ready() else "sink not connected")
+    # readiness and lag come from the loop, as for the processing stages
+    readiness.add("sink", lambda: None if service.is_ready() else "sink not running")
+    metrics.add_lag_source(service.lag)
 
 
 def _app_from_environment() -> faust.App:

@@ -2,7 +2,9 @@
 
 The broker refuses every write to an output topic whose ``max.message.bytes``
 is smaller than any record batch (``MESSAGE_TOO_LARGE``), until the test
-raises it. (A single broker cannot refuse with ``NOT_ENOUGH_REPLICAS``: Kafka
+raises it. For exactly-once the limit lets a transaction marker (a control
+batch of about 80 bytes) through and refuses the record: an abort must be
+written where the refused record was. (A single broker cannot refuse with ``NOT_ENOUGH_REPLICAS``: Kafka
 4 accepts ``acks=all`` writes to a topic whose replication factor is below
 its ``min.insync.replicas``; the three-broker drill does that.)
 ``max.poll.interval.ms`` is set to 3 s, below the length of every refusal,
@@ -74,6 +76,9 @@ def _spec(t: Topics, **overrides: Any) -> StageSpec:
 
 #: a topic with this config refuses every record batch
 REFUSING = {"max.message.bytes": "16"}
+#: ... and this one every batch holding a record of :data:`LARGE` bytes, but not a transaction marker
+REFUSING_LARGE = {"max.message.bytes": "300"}
+LARGE = 600
 
 
 async def _accept_writes(bootstrap: str, topic: str) -> None:
@@ -200,5 +205,37 @@ def test_a_revoke_abandons_the_batch_in_flight_and_the_new_owner_redoes_it(kafka
         assert await _committed(bootstrap, t.group, t.input, partitions=2) == {0: 20, 1: 20}
         assert sorted(set(await _read_all(bootstrap, t.events))) == sorted(values)
         assert second_handler.acknowledged_values, "the new owner redid the revoked partition's records"
+
+    asyncio.run(scenario())
+
+
+def test_exactly_once_aborts_a_refused_batch_whole_and_commits_it_once_when_the_broker_takes_it(kafka: Any) -> None:
+    bootstrap = kafka.bootstrap_servers
+    t = Topics("eos-abort")
+
+    async def scenario() -> None:
+        await create_topics_async(bootstrap, [t.input, t.events], partitions=1)
+        await create_topics_async(bootstrap, [t.dlq], partitions=1, configs=REFUSING_LARGE)
+        values = [f"e{i}".encode() for i in range(20)]
+        values[5] = b"bad" + b"x" * LARGE  # its event is taken, its dead letter refused: the transaction fails
+        await _produce(bootstrap, t.input, values)
+        handler = EchoHandler()
+        loop = _loop(_spec(t, exactly_once=True), handler, bootstrap)
+        await loop.start()
+        try:
+            await _until(lambda: loop.failed_attempts >= 2, 30, "two refused transactions")
+            written = await _read_all(bootstrap, t.events, committed_only=False, settle=1.0)
+            assert set(written) == set(values), "the aborted attempts did write their events"
+            assert await _read_all(bootstrap, t.events, settle=1.0) == [], "an aborted event is never read"
+            assert await _committed(bootstrap, t.group, t.input) == {0: None}, "offsets abort with the events"
+            assert handler.acknowledged_values == []
+            await _accept_writes(bootstrap, t.dlq)
+            await _until(lambda: loop.committed_offsets().get(TopicPartition(t.input, 0)) == 20, 60, "the commit")
+            assert loop.assignments == 1
+        finally:
+            await loop.stop()
+        assert await _committed(bootstrap, t.group, t.input) == {0: 20}
+        assert await _read_all(bootstrap, t.events) == values, "each event once, in order, after the aborts"
+        assert await _read_all(bootstrap, t.dlq) == [values[5]]
 
     asyncio.run(scenario())

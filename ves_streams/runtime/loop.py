@@ -16,7 +16,8 @@ What it guarantees:
   broker. A crash redelivers from the last commit (at-least-once).
 * **Exactly-once** (``spec.exactly_once``): one Kafka transaction per batch,
   holding the batch's outputs and its input offsets; they commit or abort
-  together, and a failed attempt aborts and is retried in a new transaction.
+  together, and a failed attempt aborts and is retried in a new transaction
+  by a new producer (new epoch: no sequence number of the failed one lingers).
 * **Group membership survives any outage.** While a produce is waiting for
   its acknowledgement for longer than :data:`HOLD_AFTER`, or waiting to be
   retried, the loop pauses its partitions and keeps polling
@@ -452,8 +453,6 @@ class StageLoop(Service):
                 delay = min(RETRY_MAX, RETRY_INITIAL * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
                 log.warning("%s: producing a batch failed (attempt %d, retrying in %.1f s): %s", self.spec.name,
                             attempt, delay, self.describe(exc))  # fmt: skip
-                if self._renew:
-                    await self._polling(self._renew_producer())
                 if self._poll is not None:
                     await self._poll.sleep(delay)
                 else:
@@ -470,6 +469,8 @@ class StageLoop(Service):
         Runs as a task of its own so that a revoke can wait for it while the
         loop task polls.
         """
+        if self._renew:
+            await self._renew_producer()  # a failure here fails the attempt, and the next one tries again
         producer = self._producer
         if producer is None:
             raise RuntimeError("StageLoop producer used before start")
@@ -477,15 +478,21 @@ class StageLoop(Service):
             # Not aiokafka's ``transaction()`` context: when a record of the transaction failed,
             # its commit raises and the context leaves the transaction open (ABORTABLE_ERROR),
             # and the next one hung in send_offsets_to_transaction. Here every failure aborts.
+            # Every record is acknowledged before the commit: aiokafka commits a transaction in which
+            # a record was refused (MESSAGE_TOO_LARGE), so the refusal would only show after the
+            # commit, and the retry would write the batch a second time.
             await producer.begin_transaction()
             try:
-                futures = await self._send_all(producer, output)
+                await asyncio.gather(*await self._send_all(producer, output))
                 await producer.send_offsets_to_transaction(dict(output.handled), self.spec.group_id)
                 await producer.commit_transaction()
             except BaseException:
                 await self._abort(producer)
+                # aiokafka keeps counting the sequence numbers of a refused record batch, and the
+                # broker answers OUT_OF_ORDER_SEQUENCE_NUMBER to every later write of that
+                # partition: a new producer (new epoch, sequences from 0) does the next attempt.
+                self._renew = True
                 raise
-            await asyncio.gather(*futures)
             for tp, offset in output.handled.items():
                 self._committed[tp] = max(offset, self._committed.get(tp, 0))
         else:
@@ -543,24 +550,13 @@ class StageLoop(Service):
             futures += await send_to_partition(producer, topic, partition, ((r.key, r.value, r.headers) for r in batch))
         return futures
 
-    async def _polling(self, work: Awaitable[None]) -> None:
-        """Run ``work`` while the partitions are paused and polled; its failure is logged, not raised."""
-        task = asyncio.ensure_future(work)
-        if self._poll is not None:
-            await self._poll.until(task)
-        try:
-            await task
-        except Exception as exc:
-            log.warning("%s: %s", self.spec.name, self.describe(exc))
-
     async def _abort(self, producer: AIOKafkaProducer) -> None:
-        """Abort the open transaction; if even that fails, the producer is replaced before the next attempt."""
+        """Abort the open transaction (if that fails too, the next producer's ``init_transactions`` aborts it)."""
         try:
             await asyncio.wait_for(producer.abort_transaction(), timeout=self.spec.request_timeout_ms / 1000 + 5)
         except Exception as exc:
             log.warning("%s: aborting the transaction failed (a new producer takes over): %s",
                         self.spec.name, self.describe(exc))  # fmt: skip
-            self._renew = True
 
     async def _renew_producer(self) -> None:
         """A new producer with the same transactional id, after a failed transaction.
@@ -576,7 +572,11 @@ class StageLoop(Service):
             except Exception as exc:
                 log.warning("%s: stopping the failed transactional producer: %s", self.spec.name, self.describe(exc))
         producer = AIOKafkaProducer(**self._producer_options)
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
         self._producer = producer
         self._renew = False
 
