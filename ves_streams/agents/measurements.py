@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 
@@ -47,7 +48,10 @@ from ves_streams.wire.samples import KIND_TICK, TICK_HEADERS, Tick, decode_tick,
 if TYPE_CHECKING:
     from faust.types import Message
 
-__all__ = ["Tick", "decode_tick", "encode_tick", "handle_samples", "register", "render_partition", "tick_loop", "wait_for_ingest"]
+__all__ = [
+    "IngestWait", "Tick", "boundaries_to_tick", "decode_tick", "encode_tick", "handle_samples", "register",
+    "render_partition", "tick_loop", "wait_for_boundary", "wait_for_ingest",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -150,34 +154,50 @@ def _whole_window(pipeline: Pipeline, partition: int, host: str, window: Interva
 #: skipped (transaction markers, records the broker compacted away) rather than pending.
 _WAIT_POLL = 0.1
 _QUIET = 0.5
+#: How often a tick waiting out an outage asks again.
+_REFUSED_POLL = 0.5
 
 
-async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> list[Any]:
+@dataclass(frozen=True)
+class IngestWait:
+    """What :func:`wait_for_ingest` found: the partitions still behind, and whether writes were refused."""
+
+    behind: list[Any]
+    #: the cluster refused writes (ingest's batch waited for its acknowledgement longer than an
+    #: interval) or could not say where the partitions end: behind by an outage, not by load
+    refused: bool = False
+
+
+async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
     """Wait until ingest has handled every record the collectd partitions held when called.
 
     Returns the input partitions still behind at ``deadline`` (wall clock), or
-    ``[]`` once caught up. Only this worker's own input partitions are seen: a
+    none once caught up. Only this worker's own input partitions are seen: a
     lag of another worker's ingest shows here only after a rebalance hands its
     partitions over.
 
-    Every question to the broker is bounded by the deadline: while the
-    partitions' leaders cannot be reached, aiokafka retries ``end_offsets``
-    for up to its request timeout (40 s), and a tick held that long found
-    more missed windows than it may backfill (the two-brokers-down drill lost
-    five windows per host that way). Past the deadline the partitions count
-    as behind and the tick goes out, to wait in the producer instead.
+    Every question to the broker is bounded: while the partitions' leaders
+    cannot be reached, aiokafka retries ``end_offsets`` for up to its request
+    timeout (40 s), and a tick held that long found more missed windows than
+    it may backfill (the two-brokers-down drill lost five windows per host
+    that way). A question not answered within an interval, or an ingest batch
+    that has waited that long for its acknowledgement, returns at once with
+    ``refused`` set: the cluster is refusing writes, and
+    :func:`wait_for_boundary` decides how long to wait for it.
     """
-    app = pipeline.app
     ingest = pipeline.ingest
     if ingest is None:
-        return []
+        return IngestWait([])
     tps = ingest.assigned()
     if not tps:
-        return []
+        return IngestWait([])
+    probe = max(1.0, pipeline.settings.interval)
+    refused_after = probe
     try:
-        ends = await asyncio.wait_for(ingest.end_offsets(tps), max(0.1, deadline - time.time()))
+        ends = await asyncio.wait_for(ingest.end_offsets(tps), max(0.1, min(probe, deadline - time.time())))
     except asyncio.TimeoutError:
-        return tps
+        return IngestWait(tps, refused=time.time() < deadline)
+    app = pipeline.app
     quiet_since: dict[Any, tuple[int, float]] = {}
     while True:
         behind = []
@@ -200,23 +220,79 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> list[Any]:
                 elif now - since[1] >= _QUIET:
                     continue  # everything fetched and nothing handled for a while: nothing pending
             behind.append(tp)
+        if behind and ingest.producing_for() > refused_after:
+            return IngestWait(behind, refused=True)
         if not behind or time.time() >= deadline or app.should_stop or app.rebalancing:
-            return behind
+            return IngestWait(behind)
         await asyncio.sleep(_WAIT_POLL)
+
+
+async def wait_for_boundary(pipeline: Pipeline, boundary: float) -> list[Any]:
+    """Wait for ingest at ``boundary``; return the partitions still behind when the wait ends.
+
+    Ingest that is behind by load gets ``max_backfill - 1`` intervals: that
+    far behind it is not catching up, and the state is rendered as it
+    stands. Ingest that is behind because the cluster refuses writes is
+    waited for as long as the refusal lasts, plus one interval once it ended,
+    for the producers upstream (collectd's librdkafka keeps retrying what it
+    holds) to deliver the samples they kept, and then the partitions' ends
+    are read again. A tick sent during the outage would be delivered before
+    those samples and render their window without them.
+    """
+    interval = pipeline.settings.interval
+    hold = max(0, pipeline.max_backfill - 1) * interval
+    app = pipeline.app
+    deadline = boundary + hold
+    refused_since: float | None = None
+    while True:
+        found = await wait_for_ingest(pipeline, deadline)
+        if app.should_stop or app.rebalancing:
+            return found.behind
+        if found.refused:
+            if refused_since is None:
+                refused_since = time.time()
+                log.warning("the cluster refuses writes: the render tick for %.3f waits for it", boundary)
+            await asyncio.sleep(_REFUSED_POLL)
+            continue
+        if refused_since is not None:
+            log.info("writes accepted again after %.0f s: the render tick for %.3f waits one interval for "
+                     "the samples held upstream", time.time() - refused_since, boundary)  # fmt: skip
+            refused_since = None
+            await asyncio.sleep(interval)
+            deadline = time.time() + hold
+            continue
+        return found.behind
+
+
+def boundaries_to_tick(waited_for: float, now: float, interval: float, max_backfill: int) -> list[float]:
+    """The boundaries to tick after waiting for ``waited_for`` until ``now``, oldest first.
+
+    The one waited for, and the latest; after a wait longer than
+    ``max_backfill`` intervals (only an outage is waited out that long), the
+    latest ``max_backfill + 1`` boundaries one by one too, so that the windows
+    since the cluster returned are rendered rather than skipped as a gap too
+    long to backfill.
+    """
+    latest = round(next_boundary(now, interval) - interval, 6)
+    if latest <= waited_for:
+        return [waited_for]
+    gap = int(round((latest - waited_for) / interval))
+    if gap <= max_backfill:
+        return [waited_for, latest]
+    return [waited_for] + [round(latest - i * interval, 6) for i in range(max_backfill, -1, -1)]
 
 
 async def tick_loop(pipeline: Pipeline) -> None:
     """Forever: at each interval boundary, send a tick to each actively owned samples partition.
 
     A tick waits until this worker's ingest has handled every collectd record
-    that was in its partitions at the boundary (:func:`wait_for_ingest`), so
+    that was in its partitions at the boundary (:func:`wait_for_boundary`), so
     that a window is rendered from the samples sent during it even when ingest
     lags behind (a backlog after a restart or a takeover, a burst, a slow
-    machine): late rather than lost. While ingest stays behind, boundaries
-    pass without ticks; the tick sent once it caught up renders the windows
-    in between as missed ones (up to ``max_backfill``). After ``max_backfill
-    - 1`` intervals of waiting the tick goes out anyway: ingest that far
-    behind is not catching up, and the state is rendered as it stands.
+    machine, an outage of the cluster): late rather than lost. While ingest
+    stays behind, boundaries pass without ticks; the ticks sent once it
+    caught up render the windows in between as missed ones (up to
+    ``max_backfill``, :func:`boundaries_to_tick`).
 
     Ticks are produced outside any transaction (they are idempotent: a
     duplicate renders nothing), straight to the partition.
@@ -225,7 +301,6 @@ async def tick_loop(pipeline: Pipeline) -> None:
     interval = pipeline.settings.interval
     topic = pipeline.topics.names.samples
     producer = app.producer
-    hold = max(0, pipeline.max_backfill - 1) * interval
     await producer.maybe_start()
     log.info("render ticks every %gs to the active partitions of %s", interval, topic)
     while not app.should_stop:
@@ -238,7 +313,7 @@ async def tick_loop(pipeline: Pipeline) -> None:
             # and render this window as a missed one.
             continue
         try:
-            behind = await wait_for_ingest(pipeline, end + hold)
+            behind = await wait_for_boundary(pipeline, end)
         except asyncio.CancelledError:
             raise
         except Exception:  # consumer not started or broker away: tick on the wall clock
@@ -257,17 +332,16 @@ async def tick_loop(pipeline: Pipeline) -> None:
             )  # fmt: skip
         elif waited > interval:
             log.info("render tick for %.3f waited %.1f s for ingest to catch up", end, waited)
-        # boundaries passed while waiting: the latest one (the windows before it are backfilled)
-        end = max(end, round(next_boundary(time.time(), interval) - interval, 6))
         try:
             partitions = pipeline.active_samples_partitions()
         except Exception:
             log.debug("no assignment yet", exc_info=True)
             continue
-        value = encode_tick(Tick(end=end, interval=interval))
         try:
-            for partition in partitions:
-                await producer.send(topic, b"", value, partition, None, TICK_HEADERS)
+            for boundary in boundaries_to_tick(end, time.time(), interval, pipeline.max_backfill):
+                value = encode_tick(Tick(end=boundary, interval=interval))
+                for partition in partitions:
+                    await producer.send(topic, b"", value, partition, None, TICK_HEADERS)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away: the next tick renders this window as a missed one

@@ -262,6 +262,8 @@ class StageLoop(Service):
         self._runner: asyncio.Task[None] | None = None
         #: the produce attempt under way, if any (a revoke lets it finish)
         self._attempt: asyncio.Task[None] | None = None
+        #: when the batch in hand began to be produced (monotonic), None between batches
+        self._producing_since: float | None = None
         self._last_commit = 0.0
         #: bumped on every revoke: a batch fetched in an older generation is abandoned
         self._generation = 0
@@ -314,6 +316,15 @@ class StageLoop(Service):
         if consumer is None:
             return None
         return int(await consumer.position(tp))
+
+    def producing_for(self) -> float:
+        """Seconds the batch in hand has been waiting for its acknowledgement (0 between batches).
+
+        A render tick reads it to tell a cluster that refuses writes (the batch
+        waits, or is being retried) from an ingest that is merely busy.
+        """
+        since = self._producing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def is_ready(self) -> bool:
         """Running, and joined its consumer group at least once (an empty assignment counts)."""
@@ -434,6 +445,13 @@ class StageLoop(Service):
     async def _process(self, messages: list[Any], generation: int) -> bool:
         """Hand one batch to the handler and produce its output until acknowledged; False if abandoned."""
         output = await self.handler.handle(messages)
+        self._producing_since = time.monotonic()
+        try:
+            return await self._produce_until_acknowledged(output, generation)
+        finally:
+            self._producing_since = None
+
+    async def _produce_until_acknowledged(self, output: StageOutput, generation: int) -> bool:
         attempt = 0
         while True:
             if generation != self._generation:
