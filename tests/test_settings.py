@@ -60,6 +60,7 @@ def test_every_variable_is_read() -> None:
         "VES_STREAMS_PROCESSING_GUARANTEE": "exactly_once",
         "VES_STREAMS_DATA_DIR": "/tmp/x",
         "VES_STREAMS_WEB_PORT": "7000",
+        "VES_STREAMS_WEB_HOST": "worker-1.ves-streams",
         "VES_STREAMS_PARTITIONS": "8",
         "VES_STREAMS_REPLICATION": "3",
         "VES_STREAMS_DLQ_TOPIC": "my-dlq",
@@ -71,6 +72,7 @@ def test_every_variable_is_read() -> None:
         "VES_STREAMS_SINK_RETRY_MAX": "5",
         "VES_STREAMS_SINK_RETRY_BACKOFF_INITIAL": "1",
         "VES_STREAMS_SINK_RETRY_BACKOFF_MAX": "60",
+        "VES_STREAMS_SINK_UNREADY_AFTER": "90",
         "VES_STREAMS_KAFKA_SASL_MECHANISM": "scram-sha-512",
         "VES_STREAMS_KAFKA_USERNAME": "kuser",
         "VES_STREAMS_KAFKA_PASSWORD": "kpass",
@@ -89,6 +91,8 @@ def test_every_variable_is_read() -> None:
     assert s.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
     assert s.data_dir == Path("/tmp/x")
     assert (s.web_port, s.partitions, s.replication) == (7000, 8, 3)
+    assert s.web_host == "worker-1.ves-streams"
+    assert s.sink_unready_after == 90.0
     assert s.dlq_topic == "my-dlq"
     assert s.hostname == "worker-1"
     assert (s.sink_batch_max_events, s.sink_batch_max_bytes, s.sink_linger_ms, s.sink_batching) == (10, 65536, 0, False)

@@ -26,6 +26,7 @@ import faust
 
 from ves_streams.stages.render import TopologyRenderer
 from ves_streams.broker_wait import wait_for_broker
+from ves_streams.broker_watch import BrokerWatch
 from ves_streams.runtime.kafka import KafkaConfigError, KafkaConnection
 from ves_streams.metrics import Metrics, Readiness, get_metrics, register_views
 from ves_streams.runtime import faust_compat
@@ -97,6 +98,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(0.5, settings.session_timeout / 4),
         web_port=settings.web_port,
+        **({"web_host": settings.web_host} if settings.web_host else {}),
         web_enabled=True,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
@@ -138,6 +140,10 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
     async def declare_output_topics() -> None:
         await topics.ensure_outputs()
 
+    # /ready turns 503 while no broker has answered for longer than the session timeout
+    watch = BrokerWatch(connection, settings.session_timeout)
+    faust_compat.add_service(app, watch)
+    readiness.add("kafka", watch.readiness)
     register_views(app, metrics, readiness)
     if settings.unknown:
         log.warning("ignoring unknown settings (typos?): %s", ", ".join(settings.unknown))
@@ -152,8 +158,19 @@ def _add_sink(app: faust.App, settings: Settings, metrics: Metrics, readiness: R
     service = SinkService.from_settings(settings)
     faust_compat.add_service(app, service)  # started by the worker like Faust's own services
     # readiness and lag come from the loop, as for the processing stages
-    readiness.add("sink", lambda: None if service.is_ready() else "sink not running")
+    readiness.add("sink", lambda: sink_readiness(service, settings.sink_unready_after))
     metrics.add_lag_source(service.lag)
+
+
+def sink_readiness(service: Any, unready_after: float) -> str | None:
+    """Why the sink is not ready (its loop is not running, or the collector has failed for too long), or None."""
+    if not service.is_ready():
+        return "sink not running"
+    failing = service.failing_for()
+    if failing > unready_after:
+        return (f"every delivery to the collector has failed for {failing:.0f} s "
+                f"(VES_STREAMS_SINK_UNREADY_AFTER {unready_after:g} s)")  # fmt: skip
+    return None
 
 
 def _app_from_environment() -> faust.App:

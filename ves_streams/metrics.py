@@ -3,9 +3,12 @@
 Views (on the Faust web server, ``VES_STREAMS_WEB_PORT``):
 
 * ``GET /health`` -- 200 while the process runs (liveness);
-* ``GET /ready``  -- 200 when the worker can do its job: for processing, it
-  has a partition assignment and its tables are recovered; for the sink, the
-  sink service says so. 503 with the reasons otherwise;
+* ``GET /ready``  -- 200 when the worker can do its job: a Kafka broker has
+  answered within the session timeout (:mod:`ves_streams.broker_watch`);
+  for processing, it has a partition assignment, its tables are recovered
+  and its stage loops run; for the sink, its loop runs and the collector has
+  not failed every delivery for ``VES_STREAMS_SINK_UNREADY_AFTER``. 503 with
+  the reasons otherwise (also exported as ``ves_streams_ready{check}``);
 * ``GET /metrics`` -- Prometheus text of the default registry (so the sink's
   metrics, defined in ``ves_streams.sink.metrics``, appear there too).
 
@@ -67,6 +70,31 @@ class _LagCollector(Collector):
                     family.add_metric([topic, str(partition)], float(lag))
             except Exception:  # a scrape must never fail because the consumer is rebalancing
                 log.debug("consumer lag unavailable", exc_info=True)
+        yield family
+
+
+class _ReadinessCollector(Collector):
+    """``ves_streams_ready{check}``: 1 while a readiness check passes, 0 while it does not.
+
+    What ``/ready`` answers, evaluated at scrape time, so that an alert can
+    say which check failed for how long.
+    """
+
+    def __init__(self) -> None:
+        self.readiness: Readiness | None = None
+
+    def describe(self) -> Iterable[Any]:
+        return [GaugeMetricFamily("ves_streams_ready", "Readiness checks", labels=["check"])]
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily(
+            "ves_streams_ready", "1 while the readiness check passes, 0 while /ready names it", labels=["check"]
+        )
+        readiness = self.readiness
+        if readiness is not None:
+            _, problems = readiness.evaluate()
+            for name in list(readiness.checks):
+                family.add_metric([name], 0.0 if name in problems else 1.0)
         yield family
 
 
@@ -133,9 +161,15 @@ class Metrics:
         self.series = Gauge("ves_streams_series", "Series held in this worker's active partitions", registry=r)
         self._lag = _LagCollector()
         r.register(self._lag)
+        self._ready = _ReadinessCollector()
+        r.register(self._ready)
 
     def add_lag_source(self, source: LagSource) -> None:
         self._lag.sources.append(source)
+
+    def report_readiness(self, readiness: Readiness) -> None:
+        """Export ``readiness`` as ``ves_streams_ready{check}`` (the latest app's, one per process)."""
+        self._ready.readiness = readiness
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of the whole registry and its content type."""
@@ -186,6 +220,7 @@ class Readiness:
 
 def register_views(app: faust.App, metrics: Metrics, readiness: Readiness) -> None:
     """Add ``/health``, ``/ready`` and ``/metrics`` to the app's web server."""
+    metrics.report_readiness(readiness)
 
     @app.page("/health")
     async def health(self: Any, request: Any) -> Any:

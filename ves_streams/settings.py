@@ -322,6 +322,9 @@ class Settings:
     )
     data_dir: Path = field(default=Path("ves-streams-data"), metadata=_env("DATA_DIR", _directory))
     web_port: int = field(default=6066, metadata=_env("WEB_PORT", _int_in(1, 65535, "a TCP port (1-65535)")))
+    # The name other workers reach this one's web server by (GET /hosts/{name} forwards there);
+    # None: the machine's hostname (Faust's default). On Kubernetes: the pod's DNS name.
+    web_host: str | None = field(default=None, metadata=_env("WEB_HOST", _text))
     partitions: int = field(default=4, metadata=_env("PARTITIONS", _int_in(1, 10_000, "a whole number of partitions (1 or more)")))
     replication: int = field(default=1, metadata=_env("REPLICATION", _int_in(1, 100, "a replication factor (1 or more)")))
     # 0, Kafka Streams' default: a Faust standby applies the other workers'
@@ -381,6 +384,11 @@ class Settings:
     )
     sink_retry_max_backoff: float = field(
         default=30.0, metadata=_env("SINK_RETRY_BACKOFF_MAX", _positive_seconds, header="sink.retry_backoff_max")
+    )
+    # A sink whose every delivery has failed this long answers /ready with 503 (it keeps retrying:
+    # readiness tells the orchestrator and the alerts, it stops nothing).
+    sink_unready_after: float = field(
+        default=60.0, metadata=_env("SINK_UNREADY_AFTER", _positive_seconds)
     )
 
     #: Environment variables that were set (so the topology header never overrides them).

@@ -150,7 +150,7 @@ def test_health_ready_and_metrics_views(start_worker: Callable[..., Worker], kaf
     events.wait_for(lambda rs: "metered" in measurement_windows(rs), timeout=4 * INTERVAL + 5)
     assert worker.get("/health").json() == {"status": "up"}
     ready = worker.get("/ready")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"ingest": "ok", "faults": "ok", "processing": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"ingest": "ok", "faults": "ok", "processing": "ok", "kafka": "ok"}
     deadline = time.time() + 10
     while True:
         text = worker.get("/metrics").text

@@ -378,3 +378,23 @@ def test_active_partitions_are_this_workers_actives_without_its_standbys() -> No
     standbys = {tp.partition for tp in apps[0].assignor.assigned_standbys() if tp.topic == "src"}
     assert standbys == set(theirs)  # Faust hands the other worker's partitions out as standbys: not ours to tick
     assert faust_compat.active_partitions(apps[0], "other-topic") == []
+
+
+# -- partition_owners / own_url ---------------------------------------------
+
+
+def test_partition_owners_name_each_changelog_partitions_active_worker_by_its_canonical_url() -> None:
+    apps = [app_(id="owners", canonical_url=f"http://worker-{i}:6066") for i in range(2)]
+    for app in apps:
+        app.topic("src", partitions=4)
+        table = app.Table("t", partitions=4)
+    changelog = table.changelog_topic.get_topic_name()
+    assign(apps, {"src": 4, changelog: 4})
+    for app in apps:
+        owners = faust_compat.partition_owners(app, changelog)
+        assert sorted(owners) == [0, 1, 2, 3], "every partition has one owner, as every member is told"
+        assert owners == faust_compat.partition_owners(apps[0], changelog), "the members agree"
+        mine = {p for p, url in owners.items() if url == faust_compat.own_url(app)}
+        assert mine == set(faust_compat.active_partitions(app, "src"))
+    assert faust_compat.own_url(apps[1]) == "http://worker-1:6066"
+    assert faust_compat.partition_owners(apps[0], "not-a-changelog") == {}

@@ -522,3 +522,32 @@ def test_events_of_an_aborted_transaction_never_reach_the_collector(kafka: Any, 
         assert sorted(_ids(accepted)) == sorted(_ids(committed))
 
     asyncio.run(main())
+
+
+def test_readiness_names_the_failing_collector_after_the_configured_time_and_recovers(
+    kafka: Any, ves_collector: VesCollector
+) -> None:
+    from ves_streams.app import sink_readiness
+
+    topic, _ = _topics(kafka, "unready")
+    sent = _stream(hosts=2, per_host=5)
+    config = _config(kafka, topic, CollectorConfig(url=ves_collector.url))
+    ves_collector.control(status=503, seconds=8)
+
+    async def main() -> None:
+        await _produce(kafka.bootstrap_servers, topic, sent)
+        async with SinkService(config) as service:
+            deadline = time.monotonic() + 20
+            while not service.is_ready() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert sink_readiness(service, unready_after=2.0) is None, "a failure younger than the limit is not an outage"
+            while service.failing_for() <= 2.5 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            reason = sink_readiness(service, unready_after=2.0)
+            assert reason is not None and "every delivery to the collector has failed for" in reason, reason
+            assert "VES_STREAMS_SINK_UNREADY_AFTER" in reason
+            await _wait_for(ves_collector, len(sent), timeout=30)
+            assert service.failing_for() == 0.0
+            assert sink_readiness(service, unready_after=2.0) is None
+
+    asyncio.run(main())

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ves_streams.agents import measurements
 from ves_streams.agents.pipeline import Pipeline
+from ves_streams.host_queries import HostDirectory, register_host_views
 from ves_streams.metrics import Metrics, Readiness
 from ves_streams.runtime import faust_compat
 from ves_streams.runtime.loop import StageLoop, StageSpec
@@ -94,6 +95,16 @@ def register_processing(
         return None
 
     readiness.add("processing", processing_ready)
+
+    register_host_views(app, HostDirectory(
+        index=pipeline.index,
+        ensure_index=pipeline.ensure_index,
+        active_partitions=pipeline.active_samples_partitions,
+        partition_of=pipeline.partition_of,
+        owners=lambda: faust_compat.partition_owners(app, table.changelog_topic.get_topic_name()),
+        url=faust_compat.own_url(app),
+        unavailable=processing_ready,
+    ))  # fmt: skip
 
     sources = {topics.names.samples}
 

@@ -61,6 +61,8 @@ __all__ = [
     "is_rocksdb_store",
     "partition_db_opener",
     "plain_producer",
+    "own_url",
+    "partition_owners",
     "transactional_id",
     "wrap_force_commit",
 ]
@@ -278,6 +280,27 @@ def active_partitions(app: faust.App, topic: str) -> list[int]:
     return sorted(tp.partition for tp in actives() if tp.topic == topic)
 
 
+def partition_owners(app: faust.App, changelog_topic: str) -> dict[int, str]:
+    """partition -> web URL of the worker that actively owns it, from Faust's last assignment.
+
+    Relies on ``app.assignor.table_metadata(topic)``: Faust's assignor sends
+    every member the distribution of the tables' changelog partitions (the
+    members' ``canonical_url``), which is what Faust's own table routing
+    uses. The host queries (``GET /hosts/{name}``) read it to ask the owner.
+    """
+    metadata = _attr(app.assignor, "table_metadata", "PartitionAssignor", "the host queries' routing")
+    owners: dict[int, str] = {}
+    for url, topics in metadata(changelog_topic).items():
+        for partition in topics.get(changelog_topic, ()):
+            owners[int(partition)] = str(url)
+    return owners
+
+
+def own_url(app: faust.App) -> str:
+    """This worker's web URL as the other members know it (``canonical_url``)."""
+    return str(app.conf.canonical_url).rstrip("/")
+
+
 # -- start-up probe --------------------------------------------------------
 
 
@@ -329,6 +352,7 @@ def check(app: faust.App) -> None:
 
     need(app.conf.PartitionAssignor, "group_for_topic", "PartitionAssignor")
     need(app.conf.PartitionAssignor, "assigned_actives", "PartitionAssignor")
+    need(app.conf.PartitionAssignor, "table_metadata", "PartitionAssignor")
     need(app.conf.TableManager, "recovery", "TableManager")
     need(Recovery, "in_recovery", "Recovery")
     need(app.conf.Monitor, "tp_committed_offsets", "Monitor")

@@ -104,6 +104,18 @@ class BatchDelivery:
         self._clock = clock
         self._wallclock = wallclock
         self._random = random
+        #: when the collector began failing every request (monotonic), None while it answers
+        self._failing_since: float | None = None
+
+    def failing_for(self) -> float:
+        """Seconds every request has failed (no answer, or a transient error); 0 while the collector answers.
+
+        Spans batches: a sink that has retried one batch for ten minutes has
+        been failing for ten minutes. An accepted or a refused request (the
+        collector answered) ends it.
+        """
+        since = self._failing_since
+        return 0.0 if since is None else max(0.0, self._clock() - since)
 
     async def deliver(self, batch: Batch, *, wanted: Callable[[], bool] = lambda: True) -> DeliveryReport | None:
         """Deliver ``batch``; None if ``wanted()`` turned False before it was done (nothing is reported then)."""
@@ -174,6 +186,7 @@ class BatchDelivery:
                     now_epoch=self._wallclock(),
                 )
             if error is None:
+                self._failing_since = None
                 self.schedule.succeeded(base)
                 metrics.BATCHES.labels(kind=kind, outcome="accepted").inc()
                 self._set_endpoint(endpoint)
@@ -188,12 +201,15 @@ class BatchDelivery:
                     )
                 return _Accepted(url)
             if isinstance(error, PermanentDeliveryError):
+                self._failing_since = None
                 self.schedule.succeeded(base)
                 metrics.BATCHES.labels(kind=kind, outcome="refused").inc()
                 return error
             attempts += 1
             now = self._clock()
             first_failure = now if first_failure is None else first_failure
+            if self._failing_since is None:
+                self._failing_since = now
             metrics.BATCHES.labels(kind=kind, outcome="retried").inc()
             metrics.RETRIES.labels(reason=_retry_reason(error)).inc()
             self.schedule.failed(base, now, error.retry_after)

@@ -140,6 +140,11 @@ class SinkService(StageLoop):
         except Exception as exc:
             logger.warning("VES sink: stopping the HTTP client failed: %s", self._scrub(exc))
 
+    def failing_for(self) -> float:
+        """Seconds every request to the collector has failed (0 while it answers, or before start)."""
+        delivery = self._delivery
+        return 0.0 if delivery is None else delivery.failing_for()
+
     def _batch_delivery(self) -> BatchDelivery:
         if self._delivery is None:
             raise RuntimeError("SinkService delivery used before start")
