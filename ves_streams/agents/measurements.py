@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.errors import KafkaError
 
 from ves_streams.wire import deadletter
 from ves_streams.agents.pipeline import CHANGELOG_FLUSH_SECONDS, Pipeline
@@ -194,9 +195,9 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
     probe = max(1.0, pipeline.settings.interval)
     refused_after = probe
     try:
-        ends = await asyncio.wait_for(ingest.end_offsets(tps), max(0.1, min(probe, deadline - time.time())))
-    except asyncio.TimeoutError:
-        return IngestWait(tps, refused=time.time() < deadline)
+        ends = await asyncio.wait_for(ingest.end_offsets(tps), probe)
+    except (asyncio.TimeoutError, KafkaError):  # no leader answers: an outage, however long it has lasted
+        return IngestWait(tps, refused=True)
     app = pipeline.app
     quiet_since: dict[Any, tuple[int, float]] = {}
     while True:
