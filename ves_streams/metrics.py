@@ -130,7 +130,7 @@ class Metrics:
         self.windows = Counter(
             "ves_streams_render_windows",
             "Measurement windows per outcome: rendered (on time), backfilled (missed by a previous owner), "
-            "duplicate (tick already rendered)",
+            "duplicate (tick already rendered), skipped (more missed than may be backfilled: never rendered)",
             ["outcome"],
             registry=r,
         )

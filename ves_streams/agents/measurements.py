@@ -94,6 +94,7 @@ async def render_partition(pipeline: Pipeline, partition: int, tick: Tick, sourc
         return
     marker = pipeline.store.marker(partition)
     if marker is not None and len(windows) == 1 and windows[0].start > marker:
+        metrics.windows.labels("skipped").inc(round((windows[0].start - marker) / interval))
         log.info(
             "partition %d: last window rendered %.0f s ago, more than %d intervals: resuming at the current window",
             partition, windows[0].start - marker, pipeline.max_backfill,
