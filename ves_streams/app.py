@@ -142,8 +142,12 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
 
     # /ready turns 503 while no broker has answered for longer than the session timeout
     watch = BrokerWatch(connection, settings.session_timeout)
-    faust_compat.add_service(app, watch)
     readiness.add("kafka", watch.readiness)
+
+    @app.task
+    async def watch_broker() -> None:
+        await watch.run()
+
     register_views(app, metrics, readiness)
     if settings.unknown:
         log.warning("ignoring unknown settings (typos?): %s", ", ".join(settings.unknown))

@@ -19,8 +19,6 @@ import logging
 import time
 from typing import Any
 
-from mode import Service
-
 from ves_streams.runtime.kafka import KafkaConnection
 
 __all__ = ["BrokerWatch"]
@@ -28,10 +26,10 @@ __all__ = ["BrokerWatch"]
 log = logging.getLogger(__name__)
 
 
-class BrokerWatch(Service):
+class BrokerWatch:
     """Asks the cluster every ``period`` seconds; :meth:`readiness` says whether it answered lately."""
 
-    def __init__(self, connection: KafkaConnection, session_timeout: float, *, period: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, connection: KafkaConnection, session_timeout: float, *, period: float | None = None) -> None:
         self.connection = connection
         self.session_timeout = session_timeout
         self.period = period if period is not None else max(0.5, min(5.0, session_timeout / 3))
@@ -39,7 +37,6 @@ class BrokerWatch(Service):
         self.last_answer = time.monotonic()
         self._admin: Any = None
         self._reported = False
-        super().__init__(**kwargs)
 
     def unanswered_for(self) -> float:
         """Seconds since a broker last answered."""
@@ -83,14 +80,14 @@ class BrokerWatch(Service):
             log.info("Kafka broker at %s answers again", self.connection.bootstrap_servers)
         return True
 
-    @Service.task
-    async def _watch(self) -> None:
-        while not self.should_stop:
-            await self.ask()
-            await self.sleep(self.period)
-
-    async def on_stop(self) -> None:
-        await self._close_admin()
+    async def run(self) -> None:
+        """Ask every :attr:`period` until cancelled (the worker runs this as a Faust task)."""
+        try:
+            while True:
+                await self.ask()
+                await asyncio.sleep(self.period)
+        finally:
+            await self._close_admin()
 
     async def _close_admin(self) -> None:
         admin, self._admin = self._admin, None
