@@ -159,6 +159,16 @@ class Metrics:
         )
         self.hosts = Gauge("ves_streams_hosts", "Hosts with current samples in this worker's active partitions", registry=r)
         self.series = Gauge("ves_streams_series", "Series held in this worker's active partitions", registry=r)
+        # Every series of a fixed vocabulary exists from the start, at 0: an alert on
+        # increase() sees the first dead letter or retry, not a series appearing with it.
+        for stage in ("measurements", "heartbeat", "fault"):
+            self.render_errors.labels(stage)
+        for stage in ("values", "notifications", "samples", "measurements", "heartbeat", "fault"):
+            self.dead_letters.labels(stage)
+        for outcome in ("rendered", "backfilled", "duplicate", "skipped"):
+            self.windows.labels(outcome)
+        for stage in ("ingest", "faults"):
+            self.stage_retries.labels(stage)
         self._lag = _LagCollector()
         r.register(self._lag)
         self._ready = _ReadinessCollector()

@@ -84,3 +84,19 @@ COMMITS = Counter(
     "Offset commits of the sink's consumer group, by outcome (ok, failed)",
     ["outcome"],
 )
+
+
+def _zero_fixed_vocabularies() -> None:
+    """Create every series of a fixed label vocabulary at 0, so that alerts see its first increase."""
+    for reason in ("unavailable", "throttled", "endpoint", "network"):
+        RETRIES.labels(reason=reason)
+    for reason in ("malformed", "oversize", "refused", "exhausted"):
+        DEAD_LETTERED.labels(reason=reason)
+    for kind in ("batch", "single"):
+        for outcome in ("accepted", "retried", "refused"):
+            BATCHES.labels(kind=kind, outcome=outcome)
+    for outcome in ("ok", "failed"):
+        COMMITS.labels(outcome=outcome)
+
+
+_zero_fixed_vocabularies()
