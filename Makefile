@@ -7,6 +7,8 @@ BIN           := $(VENV)/bin
 # Kafka versions: the first is the default broker; integration tests run against all.
 KAFKA_VERSION ?= 4.1.1
 KAFKA_VERSIONS ?= 4.1.1 3.9.1
+# plaintext, or sasl_ssl (TLS + SCRAM-SHA-512; `make kafka-up` then writes .run/kafka/client.env)
+KAFKA_SECURITY ?= plaintext
 PYTEST_ARGS   ?=
 
 .PHONY: help venv run test test-unit test-integration kafka-up kafka-down kafka-fetch bench drills check wheel-smoke clean
@@ -14,7 +16,7 @@ PYTEST_ARGS   ?=
 help:
 	@echo "make run         start a local Kafka, a local VES collector and a worker, and feed collectd data"
 	@echo "make test        create .venv, fetch Kafka, run unit + integration + e2e tests"
-	@echo "make kafka-up    start a single-node KRaft broker on localhost:9092 (KAFKA_VERSION=$(KAFKA_VERSION))"
+	@echo "make kafka-up    start a single-node KRaft broker on localhost:9092 (KAFKA_VERSION=$(KAFKA_VERSION), KAFKA_SECURITY=plaintext|sasl_ssl)"
 	@echo "make kafka-down  stop it"
 	@echo "make bench       benchmarks (bench/), figures and ratios against a same-run baseline"
 	@echo "make drills      fault drills on a 3-broker cluster"
@@ -32,7 +34,7 @@ kafka-fetch: venv
 	$(BIN)/ves-streams kafka fetch --version $(KAFKA_VERSION)
 
 kafka-up: venv
-	$(BIN)/ves-streams kafka up --version $(KAFKA_VERSION)
+	$(BIN)/ves-streams kafka up --version $(KAFKA_VERSION) --security $(KAFKA_SECURITY)
 
 kafka-down: venv
 	$(BIN)/ves-streams kafka down

@@ -28,6 +28,7 @@ from ves_streams.stages.render import TopologyRenderer
 from ves_streams.broker_wait import wait_for_broker
 from ves_streams.broker_watch import BrokerWatch
 from ves_streams.runtime.kafka import KafkaConfigError, KafkaConnection
+from ves_streams.runtime.kafka_access import KafkaAccessError, probe_access
 from ves_streams.metrics import Metrics, Readiness, get_metrics, register_views
 from ves_streams.runtime import faust_compat
 from ves_streams.settings import Settings, SettingsError
@@ -52,12 +53,14 @@ def load_settings(environ: Any = None) -> tuple[Settings, Any]:
 
 
 class VesStreamsApp(faust.App):
-    """A Faust app that waits for its broker before its clients start.
+    """A Faust app that waits for its broker, and checks it may log in, before its clients start.
 
     Faust's consumer exits with ``KafkaConnectionError`` when no bootstrap
     server answers at start; ``on_first_start`` runs before the producer,
     consumer and extra services, so waiting here turns a start-up race into a
-    logged wait (see :mod:`ves_streams.broker_wait`).
+    logged wait (see :mod:`ves_streams.broker_wait`). A broker that answers
+    but refuses the CA or the credentials stops the worker with one line
+    naming the setting (:mod:`ves_streams.runtime.kafka_access`).
     """
 
     #: set by :func:`create_app`; every Kafka client of the worker is built from it
@@ -66,6 +69,12 @@ class VesStreamsApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         await wait_for_broker(self.connection.bootstrap_servers, plaintext=self.connection.plaintext)
+        try:
+            await probe_access(self.connection)
+        except KafkaAccessError as exc:
+            # A user error, not a crash: one line naming the setting (never the password), exit 2.
+            print(f"ves-streams: {exc}", file=sys.stderr, flush=True)
+            os._exit(2)
 
 
 #: Seconds the producer waits to fill a batch (Faust's ``producer_linger``).

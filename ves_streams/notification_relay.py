@@ -26,7 +26,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from ves_streams.broker_wait import bootstrap_servers
+from ves_streams.runtime.kafka import KafkaConnection
 from ves_streams.collectd import MAX_MESSAGE_BYTES
 
 __all__ = ["make_relay_app", "run_relay", "register"]
@@ -54,9 +54,11 @@ def make_relay_app(producer: AIOKafkaProducer, topic: str) -> web.Application:
     return app
 
 
-async def run_relay(broker: str, topic: str, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), acks="all", enable_idempotence=True)
+async def run_relay(broker: str | KafkaConnection, topic: str, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM; ``broker`` is a broker string (plaintext) or a connection with its security."""
+    connection = broker if isinstance(broker, KafkaConnection) else KafkaConnection.parse(broker)
+    producer = AIOKafkaProducer(bootstrap_servers=connection.bootstrap_servers, acks="all", enable_idempotence=True,
+                                **connection.client_kwargs())  # fmt: skip
     await producer.start()
     runner = web.AppRunner(make_relay_app(producer, topic), access_log=None)
     await runner.setup()
@@ -76,11 +78,24 @@ async def run_relay(broker: str, topic: str, host: str, port: int) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    import os
+
+    from ves_streams.runtime.kafka import KafkaSecurity, parse_broker
+    from ves_streams.settings import Settings, SettingsError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(run_relay(args.broker, args.topic, args.host, args.port))
+        # the same VES_STREAMS_* settings as the worker (broker, topic, Kafka TLS and SASL); flags win
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"ves-streams relay: {exc}", file=sys.stderr)
+        return 2
+    connection = KafkaConnection(parse_broker(args.broker or settings.broker), KafkaSecurity.from_settings(settings))
+    topic = args.topic or settings.notifications_topic
+    try:
+        asyncio.run(run_relay(connection, topic, args.host, args.port))
     except KafkaError as exc:
-        print(f"ves-streams relay: cannot reach Kafka at {args.broker}: {type(exc).__name__}", file=sys.stderr)
+        print(f"ves-streams relay: cannot reach Kafka at {connection.bootstrap_servers}: {type(exc).__name__}", file=sys.stderr)
         return 1
     return 0
 
@@ -91,8 +106,11 @@ def register(subparsers: Any) -> None:
         help="receive collectd write_http notifications and publish them to Kafka",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    parser.add_argument("--broker", default="kafka://localhost:9092", help="Kafka bootstrap (default %(default)s)")
-    parser.add_argument("--topic", default="collectd-notifications", help="topic (default %(default)s)")
+    parser.add_argument("--broker", default=None,
+                        help="Kafka bootstrap (default: VES_STREAMS_BROKER, else kafka://localhost:9092); "
+                             "TLS and SASL come from VES_STREAMS_KAFKA_*, as for the worker")  # fmt: skip
+    parser.add_argument("--topic", default=None,
+                        help="topic (default: VES_STREAMS_NOTIFICATIONS_TOPIC, else collectd-notifications)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
     parser.add_argument("--port", type=int, default=18089, help="listen port (default %(default)s)")
     parser.set_defaults(handler=_handle)

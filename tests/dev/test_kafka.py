@@ -388,3 +388,43 @@ def test_cli_up_starts_a_detached_broker_and_down_leaves_nothing_running(kafka_v
     finally:
         for pid in _broker_pids(run_dir):
             os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+def test_cli_up_with_sasl_ssl_writes_a_client_env_that_is_all_a_client_needs(kafka_version: str, tmp_path: Path) -> None:
+    from ves_streams.runtime.kafka import KafkaConnection
+    from ves_streams.settings import Settings
+
+    port, controller, _internal = kafka_local.free_ports(3)
+    run_dir = tmp_path / "run"
+    where = ["--run-dir", str(run_dir)]
+    try:
+        up = _cli("up", "--version", kafka_version, "--port", str(port), "--controller-port", str(controller),
+                  "--security", "sasl_ssl", *where)  # fmt: skip
+        assert up.returncode == 0, up.stderr
+        assert f"running on localhost:{port} (SASL_SSL, SCRAM-SHA-512)" in up.stdout
+        env_file = run_dir / "client.env"
+        assert str(env_file) in up.stdout
+        assert oct(env_file.stat().st_mode & 0o777) == "0o600"  # it holds the password
+        env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
+        assert set(env) == {"VES_STREAMS_BROKER", "VES_STREAMS_KAFKA_SASL_MECHANISM", "VES_STREAMS_KAFKA_USERNAME",
+                            "VES_STREAMS_KAFKA_PASSWORD", "VES_STREAMS_KAFKA_SSL_CAFILE"}  # fmt: skip
+        assert env["VES_STREAMS_KAFKA_PASSWORD"] not in up.stdout + up.stderr
+        connection = KafkaConnection.from_settings(Settings.from_env(env))
+        assert connection.security.security_protocol == "SASL_SSL"
+
+        async def listed() -> list[int]:
+            from aiokafka.admin import AIOKafkaAdminClient
+
+            admin = AIOKafkaAdminClient(bootstrap_servers=connection.bootstrap_servers, **connection.client_kwargs())
+            await admin.start()
+            try:
+                return sorted(int(b["node_id"]) for b in (await admin.describe_cluster())["brokers"])
+            finally:
+                await admin.close()
+
+        assert asyncio.run(listed()) == [1]
+        assert _cli("down", *where).returncode == 0
+    finally:
+        for pid in _broker_pids(run_dir):
+            os.killpg(pid, signal.SIGKILL)

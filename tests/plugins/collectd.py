@@ -41,7 +41,8 @@ def notification_relay_factory(tmp_path: Path) -> Iterator[Callable[[str, str], 
     """Start ``ves-streams relay`` subprocesses; returns the URL collectd posts to."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(bootstrap: str, topic: str) -> str:
+    def start(bootstrap: str, topic: str, env: dict[str, str] | None = None) -> str:
+        """``env``: VES_STREAMS_* settings for the relay (Kafka security); ``bootstrap`` still wins."""
         (port,) = free_ports(1)
         log = open(tmp_path / f"relay-{port}.log", "wb")
         proc = subprocess.Popen(
@@ -49,6 +50,7 @@ def notification_relay_factory(tmp_path: Path) -> Iterator[Callable[[str, str], 
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         procs.append(proc)
         deadline = time.time() + 30

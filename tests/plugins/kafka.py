@@ -6,6 +6,8 @@
 * ``kafka``: one single-node cluster on free ports, shared by the whole session.
   Tests must not assume an empty broker: name topics with ``new_topic_name()``
   or the ``unique_topic_prefix`` fixture.
+* ``kafka_sasl_ssl``: a single-node cluster whose clients need TLS and
+  SASL/SCRAM-SHA-512 (``client_env()``), shared by the session.
 * ``kafka_cluster3``: a fresh 3-node cluster per test (RF 3, min.insync 2 by
   default) for fault tests, which may kill and restart its nodes.
 * ``create_topics()`` / ``create_topics_async()``: create topics with aiokafka's
@@ -105,7 +107,7 @@ def create_topics(
         raise errors[0]
 
 
-_BROKER_FIXTURES = frozenset({"kafka", "kafka_cluster3"})
+_BROKER_FIXTURES = frozenset({"kafka", "kafka_cluster3", "kafka_sasl_ssl"})
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -127,6 +129,22 @@ def kafka(kafka_version: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """One single-node broker on free ports, started on first use and shared by the session."""
     fetch_kafka(kafka_version)
     cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"), size=1, version=kafka_version)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_ssl(kafka_version: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One single-node broker whose client listener requires TLS and SASL/SCRAM-SHA-512, shared by the session.
+
+    ``client_env()`` is what a client needs; ``bootstrap_servers`` is the
+    brokers' internal plaintext listener (for the tests' own topic set-up).
+    """
+    fetch_kafka(kafka_version)
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka-sasl-ssl"), size=1, version=kafka_version, security="sasl_ssl")
     cluster.start()
     try:
         yield cluster

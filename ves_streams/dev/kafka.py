@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ves_streams import resources
+from ves_streams.dev.kafka_security import MECHANISM, KafkaSecrets, client_env, make_secrets, write_client_env
 
 __all__ = [
     "KAFKA_VERSIONS",
@@ -333,10 +334,18 @@ class KafkaNode:
     port: int
     controller_port: int
     directory: Path
+    #: the SASL_SSL client listener (``localhost:secure_port``) of a secured node; ``port`` is then
+    #: the internal plaintext listener the brokers (and the start-up probe) use
+    secure_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        """Where clients connect: the secured listener if there is one (by name: TLS checks the hostname)."""
+        return f"localhost:{self.secure_port}" if self.secure_port is not None else self.address
 
     @property
     def config_path(self) -> Path:
@@ -352,9 +361,14 @@ class KafkaNode:
         return self.directory / "data"
 
 
-def _node_properties(node: KafkaNode, voters: str, size: int, num_partitions: int) -> str:
+def _node_properties(node: KafkaNode, voters: str, size: int, num_partitions: int, secrets: KafkaSecrets | None = None) -> str:
     """Server properties tuned for tests: small replication for small clusters,
-    no rebalance delay, and a dead node fenced within seconds rather than half a minute."""
+    no rebalance delay, and a dead node fenced within seconds rather than half a minute.
+
+    With ``secrets``, clients get a SASL_SSL listener (SCRAM-SHA-512, the
+    broker certificate of ``secrets``) and the plaintext one is renamed
+    INTERNAL: it carries the brokers' own traffic.
+    """
     settings: dict[str, str | int] = {
         "process.roles": "broker,controller",
         "node.id": node.node_id,
@@ -385,6 +399,22 @@ def _node_properties(node: KafkaNode, voters: str, size: int, num_partitions: in
         "num.recovery.threads.per.data.dir": 1,
         "log.retention.check.interval.ms": 60000,
     }
+    if secrets is not None and node.secure_port is not None:
+        settings.update({
+            "listeners": f"INTERNAL://127.0.0.1:{node.port},SASL_SSL://127.0.0.1:{node.secure_port},"
+                         f"CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"INTERNAL://127.0.0.1:{node.port},SASL_SSL://localhost:{node.secure_port}",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": MECHANISM,
+            f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(secrets.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(secrets.ca_file),
+            "ssl.client.auth": "none",
+        })  # fmt: skip
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -419,18 +449,22 @@ def _new_cluster_id() -> str:
             return cluster_id
 
 
-def _format_storage(libs: Path, node: KafkaNode, version: str, cluster_id: str) -> subprocess.Popen[str]:
+def _format_storage(libs: Path, node: KafkaNode, version: str, cluster_id: str,
+                    secrets: KafkaSecrets | None = None) -> subprocess.Popen[str]:
     flags = _log_config(node.directory, version)
+    scram = (["--add-scram", f"{MECHANISM}=[name={secrets.username},password={secrets.password}]"]
+             if secrets is not None else [])  # fmt: skip
     command = _java_command(
         libs, flags, ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"),
-        "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.config_path),
+        "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.config_path), *scram,
     )  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _format_all(libs: Path, nodes: Sequence[KafkaNode], version: str, cluster_id: str) -> None:
-    """Format every node's log directory in parallel (one short JVM each)."""
-    procs = [(node, _format_storage(libs, node, version, cluster_id)) for node in nodes]
+def _format_all(libs: Path, nodes: Sequence[KafkaNode], version: str, cluster_id: str,
+                secrets: KafkaSecrets | None = None) -> None:
+    """Format every node's log directory in parallel (one short JVM each); with ``secrets``, create its SCRAM user."""
+    procs = [(node, _format_storage(libs, node, version, cluster_id, secrets)) for node in nodes]
     failures = []
     for node, proc in procs:
         try:
@@ -614,6 +648,10 @@ def _terminate(pids: Sequence[int], timeout: float) -> None:
 # --------------------------------------------------------------------------- cluster
 
 
+#: ``KafkaCluster(security=...)`` and ``kafka up --security``: plain, or TLS + SASL/SCRAM-SHA-512 for clients.
+SECURITY_MODES = ("plaintext", "sasl_ssl")
+
+
 class KafkaCluster:
     """N KRaft nodes (each broker+controller, static quorum) on 127.0.0.1, for tests and drills.
 
@@ -635,13 +673,17 @@ class KafkaCluster:
         num_partitions: int = 4,
         jvm_opts: Sequence[str] = TEST_JVM_OPTS,
         start_timeout: float = 90.0,
+        security: str = "plaintext",
     ) -> None:
         if size < 1:
             raise KafkaLocalError(f"a Kafka cluster needs at least one node, not {size}")
+        if security not in SECURITY_MODES:
+            raise KafkaLocalError(f"security must be one of {', '.join(SECURITY_MODES)}, not {security!r}")
         _check_version(version)
-        picked = free_ports(2 * size)
+        picked = free_ports(3 * size)
         ports = list(ports) if ports is not None else picked[:size]
-        controller_ports = list(controller_ports) if controller_ports is not None else picked[size:]
+        controller_ports = list(controller_ports) if controller_ports is not None else picked[size:2 * size]
+        secure_ports: list[int | None] = list(picked[2 * size:]) if security == "sasl_ssl" else [None] * size
         if len(ports) != size or len(controller_ports) != size:
             raise KafkaLocalError(f"need {size} broker and {size} controller ports, got {ports} and {controller_ports}")
         self.version = version
@@ -650,8 +692,12 @@ class KafkaCluster:
         self.jvm_opts = tuple(jvm_opts)
         self.start_timeout = start_timeout
         self.nodes: tuple[KafkaNode, ...] = tuple(
-            KafkaNode(i + 1, ports[i], controller_ports[i], self.data_dir / f"node-{i + 1}") for i in range(size)
+            KafkaNode(i + 1, ports[i], controller_ports[i], self.data_dir / f"node-{i + 1}", secure_ports[i])
+            for i in range(size)
         )
+        self.security = security
+        #: the CA, the broker certificate and the SCRAM user of a secured cluster (made at start)
+        self.secrets: KafkaSecrets | None = None
         self.cluster_id = _new_cluster_id()
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._formatted = False
@@ -672,6 +718,22 @@ class KafkaCluster:
     def broker_url(self) -> str:
         """``kafka://127.0.0.1:p1;127.0.0.1:p2`` for Faust's ``broker`` setting."""
         return "kafka://" + ";".join(n.address for n in self.nodes)
+
+    @property
+    def client_bootstrap_servers(self) -> str:
+        """Where clients connect: the SASL_SSL listeners (``localhost:p``) of a secured cluster, else the plain ones."""
+        return ",".join(n.client_address for n in self.nodes)
+
+    @property
+    def client_broker_url(self) -> str:
+        """``VES_STREAMS_BROKER`` for clients (:attr:`client_bootstrap_servers` in Faust's form)."""
+        return "kafka://" + ";".join(n.client_address for n in self.nodes)
+
+    def client_env(self) -> dict[str, str]:
+        """Every ``VES_STREAMS_*`` Kafka setting a client needs (the broker alone when not secured)."""
+        if self.secrets is None:
+            return {"VES_STREAMS_BROKER": self.client_broker_url}
+        return client_env(self.secrets, self.client_broker_url)
 
     @property
     def log_paths(self) -> list[Path]:
@@ -699,10 +761,12 @@ class KafkaCluster:
         self._libs = fetch_kafka(self.version)
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         if not self._formatted:
+            if self.security == "sasl_ssl":
+                self.secrets = make_secrets(self.data_dir / "security")
             for node in self.nodes:
                 node.directory.mkdir(parents=True, exist_ok=True)
-                node.config_path.write_text(_node_properties(node, voters, self.size, self.num_partitions))
-            _format_all(self._libs, self.nodes, self.version, self.cluster_id)
+                node.config_path.write_text(_node_properties(node, voters, self.size, self.num_partitions, self.secrets))
+            _format_all(self._libs, self.nodes, self.version, self.cluster_id, self.secrets)
             self._formatted = True
         atexit.register(self.stop)
         try:
@@ -868,8 +932,15 @@ def kafka_up(
     run_dir: Path | None = None,
     data_dir: Path | None = None,
     timeout: float = 90.0,
+    security: str = "plaintext",
 ) -> bool:
     """Start one detached KRaft broker on ``127.0.0.1:port`` (controller on ``port + 1``).
+
+    With ``security="sasl_ssl"`` clients connect to ``localhost:port`` with
+    TLS (a CA and a broker certificate made for the run, hostname verified)
+    and SASL/SCRAM-SHA-512 (a user made for the run); the brokers' own
+    plaintext listener is on ``port + 2``, and ``run_dir/client.env`` holds
+    every setting a client needs (:func:`client_env_path`).
 
     The broker runs in its own session, so it outlives this process; its pid,
     state and log (``kafka.pid``, ``state.json``, ``kafka.log``) live in
@@ -881,9 +952,17 @@ def kafka_up(
     it did not come up; then nothing is left running.
     """
     run_dir = Path(run_dir or default_run_dir())
+    if security not in SECURITY_MODES:
+        raise KafkaLocalError(f"security must be one of {', '.join(SECURITY_MODES)}, not {security!r}")
     controller_port = controller_port if controller_port is not None else port + 1
-    bootstrap = f"127.0.0.1:{port}"
-    if _port_open(port):
+    secured = security == "sasl_ssl"
+    internal_port = port + 2 if secured else port
+    bootstrap = f"127.0.0.1:{internal_port}"
+    if secured and _port_open(port):
+        if _probe(bootstrap) is not None:
+            return False
+        raise KafkaStartError(f"port {port} on 127.0.0.1 is taken by something that is not our Kafka; free it or pass --port")
+    if _port_open(internal_port):
         if _probe(bootstrap) is not None:
             return False
         raise KafkaStartError(f"port {port} on 127.0.0.1 is taken by something that is not Kafka; free it or pass --port")
@@ -894,13 +973,19 @@ def kafka_up(
         _terminate([previous.pid], 15)
 
     libs = fetch_kafka(version)
-    data_dir = Path(data_dir or run_dir / f"data-{version}")
-    node = KafkaNode(1, port, controller_port, data_dir)
+    # a secured broker keeps data of its own: its SCRAM user is created when the storage is formatted
+    data_dir = Path(data_dir or run_dir / (f"data-{version}-sasl_ssl" if secured else f"data-{version}"))
+    node = KafkaNode(1, internal_port, controller_port, data_dir, port if secured else None)
     node.directory.mkdir(parents=True, exist_ok=True)
-    node.config_path.write_text(_node_properties(node, f"1@127.0.0.1:{controller_port}", 1, 4))
+    secrets = make_secrets(run_dir / "security") if secured else None
+    node.config_path.write_text(_node_properties(node, f"1@127.0.0.1:{controller_port}", 1, 4, secrets))
     if not any(node.data_path.glob("meta.properties")):
         shutil.rmtree(node.data_path, ignore_errors=True)
-        _format_all(libs, [node], version, _new_cluster_id())
+        _format_all(libs, [node], version, _new_cluster_id(), secrets)
+    if secrets is not None:
+        write_client_env(client_env_path(run_dir), client_env(secrets, f"kafka://{node.client_address}"))
+    else:
+        client_env_path(run_dir).unlink(missing_ok=True)
 
     log_path = run_dir / "kafka.log"
     log_path.write_bytes(b"")
@@ -924,6 +1009,11 @@ def kafka_up(
         raise _start_failure(exc, log_path) from None
     proc.returncode = 0  # detached on purpose: keep Popen.__del__ from warning that it still runs
     return True
+
+
+def client_env_path(run_dir: Path | None = None) -> Path:
+    """``client.env`` of a secured ``kafka up``: the ``VES_STREAMS_*`` settings its clients need."""
+    return Path(run_dir or default_run_dir()) / "client.env"
 
 
 def _forget(run_dir: Path) -> None:

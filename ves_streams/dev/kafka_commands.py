@@ -41,6 +41,11 @@ def register(subparsers: Any) -> None:
     up.add_argument("--port", type=int, default=9092, help="client port on 127.0.0.1 (default: 9092)")
     up.add_argument("--controller-port", type=int, default=None, help="KRaft controller port (default: port + 1)")
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the broker (default: 90)")
+    up.add_argument(
+        "--security", choices=("plaintext", "sasl_ssl"), default="plaintext",
+        help="sasl_ssl: clients need TLS (a CA made for the run, hostname verified) and SASL/SCRAM-SHA-512 "
+             "(a user made for the run); their settings are written to client.env (default: plaintext)",
+    )  # fmt: skip
     _add_run_dir(up)
     up.set_defaults(handler=_guarded("up", _up))
 
@@ -103,20 +108,27 @@ def _up(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     fresh = kafka_local.kafka_up(
-        args.version, args.port, controller_port=args.controller_port, run_dir=args.run_dir, timeout=args.timeout
-    )
+        args.version, args.port, controller_port=args.controller_port, run_dir=args.run_dir, timeout=args.timeout,
+        security=args.security,
+    )  # fmt: skip
     state = kafka_local.kafka_status(args.run_dir)
+    env_file = kafka_local.client_env_path(args.run_dir)
     if not fresh:
         owner = f"Kafka {state.version}, pid {state.pid}" if state is not None else "not started by `kafka up`"
         print(f"Kafka already running on 127.0.0.1:{args.port} ({owner})")
+        if args.security == "sasl_ssl" and env_file.exists():
+            print(f"client settings: {env_file}")
         return 0
     if state is None:  # started, answered, then died at once
         log = (args.run_dir or kafka_local.default_run_dir()) / "kafka.log"
         raise kafka_local.KafkaStartError(f"Kafka started but exited right after answering; see {log}")
+    where = f"localhost:{state.port} (SASL_SSL, SCRAM-SHA-512)" if args.security == "sasl_ssl" else f"127.0.0.1:{state.port}"
     print(
-        f"Kafka {state.version} running on 127.0.0.1:{state.port} (pid {state.pid}, "
+        f"Kafka {state.version} running on {where} (pid {state.pid}, "
         f"started in {time.monotonic() - started:.1f} s, log {state.log_path})"
     )
+    if args.security == "sasl_ssl":
+        print(f"client settings (VES_STREAMS_*, with the password): {env_file}")
     return 0
 
 
