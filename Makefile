@@ -42,15 +42,15 @@ kafka-down: venv
 run: venv
 	$(BIN)/ves-streams run --kafka-version $(KAFKA_VERSION)
 
-# Unit, integration, end-to-end and drill tests; then the integration tests again
-# against the other pinned Kafka version. Tests marked open_bug reproduce bugs
+# Unit, integration, end-to-end and drill tests; then the broker-version-sensitive
+# tests (marker broker_version) again against the other pinned Kafka version. Tests marked open_bug reproduce bugs
 # that are still open: `make drills` runs them, `make test` (and so CI) does not.
 test: venv
 	@for v in $(KAFKA_VERSIONS); do $(BIN)/ves-streams kafka fetch --version $$v || exit 1; done
 	VES_STREAMS_TEST_KAFKA_VERSION=$(firstword $(KAFKA_VERSIONS)) $(BIN)/python -m pytest -m "not open_bug" $(PYTEST_ARGS)
 	@for v in $(wordlist 2,99,$(KAFKA_VERSIONS)); do \
-	  echo "== integration tests against Kafka $$v =="; \
-	  VES_STREAMS_TEST_KAFKA_VERSION=$$v $(BIN)/python -m pytest -m "integration and not drill and not open_bug" $(PYTEST_ARGS) || exit 1; \
+	  echo "== broker-version-sensitive tests against Kafka $$v =="; \
+	  VES_STREAMS_TEST_KAFKA_VERSION=$$v $(BIN)/python -m pytest -m "broker_version and not drill and not open_bug" $(PYTEST_ARGS) || exit 1; \
 	done
 
 test-unit: venv

@@ -16,7 +16,7 @@ import pytest
 from tests.agents.conftest import INTERVAL
 from tests.agents.support import KafkaIO, Names, Worker, host_messages, measurement_windows, notification
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_version]
 
 EXACTLY_ONCE = {"VES_STREAMS_PROCESSING_GUARANTEE": "exactly_once"}
 

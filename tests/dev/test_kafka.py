@@ -28,6 +28,9 @@ from ves_streams.dev.kafka import KafkaCluster, KafkaFetchError, KafkaStartError
 
 from tests.plugins.kafka import create_topics, create_topics_async, new_topic_name
 
+#: the local broker's own set-up differs between Kafka versions (logging, storage format, SCRAM)
+pytestmark = pytest.mark.broker_version
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 

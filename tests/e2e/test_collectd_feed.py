@@ -18,7 +18,7 @@ import pytest
 from tests.plugins.kafka import create_topics, new_topic_name
 from ves_streams.collectd import parse_notifications, parse_value_lists
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.broker_version]
 
 
 def _consume(bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout: float) -> list[Any]:

@@ -22,7 +22,7 @@ from tests.agents.support import KafkaIO, Names, Worker
 from tests.plugins.kafka import create_topics
 from ves_streams.collectd import parse_notifications
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.broker_version]
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL_V7 = ROOT / "tests" / "fixtures" / "ves-official" / "CommonEventFormat_30.2.1_ONAP.json"

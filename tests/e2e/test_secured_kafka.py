@@ -28,7 +28,7 @@ from ves_streams.dev.kafka_security import make_secrets
 from ves_streams.runtime.kafka import KafkaConnection
 from ves_streams.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.broker_version]
 
 
 def _base(names: Names) -> dict[str, str]:

@@ -29,7 +29,7 @@ from ves_streams.identity import OutputRecord
 from ves_streams.runtime.loop import StageLoop, StageSpec
 from ves_streams.runtime.outputs import InputMessage, StageHandler, StageOutput
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_version]
 
 MAX_POLL_MS = 3000
 

@@ -28,7 +28,7 @@ from tests.plugins.collector import VesCollector
 from tests.plugins.kafka import create_topics, new_topic_name
 from tests.sink.events import event, event_id, kafka_headers, kafka_value
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.broker_version, pytest.mark.timeout(180)]
 
 DOMAINS = ("measurement", "heartbeat", "fault")
 
