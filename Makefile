@@ -11,7 +11,7 @@ KAFKA_VERSIONS ?= 4.1.1 3.9.1
 KAFKA_SECURITY ?= plaintext
 PYTEST_ARGS   ?=
 
-.PHONY: help venv run test test-unit test-integration kafka-up kafka-down kafka-fetch bench drills check wheel-smoke clean
+.PHONY: help venv run test test-unit test-integration kafka-up kafka-down kafka-fetch bench soak drills check wheel-smoke clean
 
 help:
 	@echo "make run         start a local Kafka, a local VES collector and a worker, and feed collectd data"
@@ -19,6 +19,7 @@ help:
 	@echo "make kafka-up    start a single-node KRaft broker on localhost:9092 (KAFKA_VERSION=$(KAFKA_VERSION), KAFKA_SECURITY=plaintext|sasl_ssl)"
 	@echo "make kafka-down  stop it"
 	@echo "make bench       benchmarks (bench/), figures and ratios against a same-run baseline"
+	@echo "make soak        N hosts for M minutes with faults injected (SOAK_ARGS='--minutes 60 --hosts 1000')"
 	@echo "make drills      fault drills on a 3-broker cluster"
 	@echo "make wheel-smoke build the wheel, install it in a fresh virtualenv, run the pipeline from an empty directory"
 
@@ -55,6 +56,12 @@ test: venv
 
 test-unit: venv
 	$(BIN)/python -m pytest -m "not integration and not e2e and not drill" $(PYTEST_ARGS)
+
+# A benchmark, not a test: hours without loss, stall or growth (bench/soak.py).
+SOAK_ARGS ?= --minutes 60 --hosts 1000
+soak: venv
+	$(BIN)/ves-streams kafka fetch --version $(KAFKA_VERSION)
+	$(BIN)/python -m bench.soak --kafka-version $(KAFKA_VERSION) $(SOAK_ARGS)
 
 drills: venv
 	VES_STREAMS_TEST_KAFKA_VERSION=$(KAFKA_VERSION) $(BIN)/python -m pytest -m drill $(PYTEST_ARGS)

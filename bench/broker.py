@@ -31,11 +31,13 @@ class Lag(dict[str, int]):
 
 
 class BenchBroker:
-    """A single-node broker on free ports for the whole run."""
+    """A single-node broker (or, for the soak, a 3-node cluster) on free ports for the whole run."""
 
-    def __init__(self, data_dir: Path, version: str, partitions: int) -> None:
+    def __init__(self, data_dir: Path, version: str, partitions: int, size: int = 1) -> None:
         self.default_partitions = partitions
-        self.cluster = KafkaCluster(data_dir, size=1, version=version, num_partitions=partitions, jvm_opts=SERVICE_JVM_OPTS)
+        #: replication factor of the topics it creates (all nodes: the soak's 3-node cluster loses one at a time)
+        self.replication = size
+        self.cluster = KafkaCluster(data_dir, size=size, version=version, num_partitions=partitions, jvm_opts=SERVICE_JVM_OPTS)
 
     def start(self) -> BenchBroker:
         self.cluster.start()
@@ -65,7 +67,7 @@ class BenchBroker:
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            new = [NewTopic(n, num_partitions=count, replication_factor=1) for n in names if n not in existing]
+            new = [NewTopic(n, num_partitions=count, replication_factor=self.replication) for n in names if n not in existing]
             if new:
                 await admin.create_topics(new)
             deadline = time.monotonic() + timeout
