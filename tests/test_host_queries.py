@@ -23,7 +23,7 @@ def _directory(active: list[int], owners: dict[int, str]) -> HostDirectory:
     index.built = True
     return HostDirectory(
         index=index, ensure_index=lambda: None, active_partitions=lambda: active,
-        partition_of=lambda host: placement.get(host, 1), owners=lambda: owners, url="http://me:6066",
+        partition_of=lambda host: placement.get(host, 1), owners=lambda: owners, own_url=lambda: "http://me:6066",
     )  # fmt: skip
 
 

@@ -73,7 +73,8 @@ class VesStreamsApp(faust.App):
             await probe_access(self.connection)
         except KafkaAccessError as exc:
             # A user error, not a crash: one line naming the setting (never the password), exit 2.
-            print(f"ves-streams: {exc}", file=sys.stderr, flush=True)
+            # Straight to fd 2: Faust's worker has replaced sys.stderr with a logger.
+            os.write(2, f"ves-streams: {exc}\n".encode())
             os._exit(2)
 
 

@@ -52,9 +52,14 @@ class HostDirectory:
     partition_of: Callable[[str], int]
     #: partition -> web URL of its active owner (Faust's assignment)
     owners: Callable[[], dict[int, str]]
-    url: str
+    #: this worker's URL as its group knows it; read when asked (``faust worker --web-port`` sets it late)
+    own_url: Callable[[], str]
     #: why the state cannot be read now (recovering, rebalancing), or None
     unavailable: Callable[[], str | None] = lambda: None
+
+    @property
+    def url(self) -> str:
+        return self.own_url()
 
     def host(self, partition: int, name: str) -> dict[str, Any] | None:
         """The host's entry, or None when this worker's partition does not hold it."""

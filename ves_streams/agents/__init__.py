@@ -102,7 +102,7 @@ def register_processing(
         active_partitions=pipeline.active_samples_partitions,
         partition_of=pipeline.partition_of,
         owners=lambda: faust_compat.partition_owners(app, table.changelog_topic.get_topic_name()),
-        url=faust_compat.own_url(app),
+        own_url=lambda: faust_compat.own_url(app),
         unavailable=processing_ready,
     ))  # fmt: skip
 
