@@ -4,13 +4,17 @@ A :class:`Secret` never shows its value in ``repr``, ``str``, f-strings or
 pickles, so passing settings to a logger, an exception or a dataclass
 ``repr`` cannot leak it. The value comes out only through :meth:`reveal`, at
 the one place that sends it (an ``Authorization`` header, a SASL handshake).
+:func:`scrub` masks secrets inside a text that may hold them (an error
+message from a client library, a URL with userinfo).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["Secret", "MASK"]
+__all__ = ["Secret", "MASK", "scrub", "scrub_url"]
 
 #: What a secret looks like wherever it is printed.
 MASK = "********"
@@ -52,3 +56,30 @@ class Secret:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
         return self
+
+
+# -- scrubbing text (error messages, log lines) -------------------------------------
+
+#: What a secret found inside a text (a URL's userinfo, a known secret string) becomes.
+_SCRUBBED = "***"
+# ://userinfo@ -- userinfo runs from "://" to an '@' before any '/', '?', '#'
+# or whitespace. Anchored on the "://" (a fixed-width lookbehind) so scrubbing
+# stays linear on long text.
+_USERINFO = re.compile(r"(?<=://)[^/?#\s@]+@")
+
+
+def scrub_url(text: str) -> str:
+    """Replace the userinfo of every URL in ``text`` with ``***``."""
+    return _USERINFO.sub(f"{_SCRUBBED}@", text)
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """Return ``text`` with URL userinfo and every non-empty secret masked.
+
+    Longer secrets are replaced first so that a secret containing another one
+    is masked whole.
+    """
+    out = scrub_url(text)
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        out = out.replace(secret, _SCRUBBED)
+    return out

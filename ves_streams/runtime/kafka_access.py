@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from ves_streams.runtime.kafka import KafkaConnection
+from ves_streams.secret import scrub
 
 __all__ = ["KafkaAccessError", "probe_access"]
 
@@ -68,7 +69,7 @@ async def probe_access(connection: KafkaConnection, *, timeout: float = 15.0) ->
                 raise KafkaAccessError(
                     f"VES_STREAMS_KAFKA_PASSWORD (or VES_STREAMS_KAFKA_USERNAME): the Kafka broker at {host}:{port} "
                     f"refused the {security.sasl_mechanism} login of user {security.sasl_plain_username!r}: "
-                    f"{_masked(_reason(exc), connection.secrets())}"
+                    f"{scrub(_reason(exc), connection.secrets())}"
                 ) from None
             continue
         except (OSError, asyncio.TimeoutError):
@@ -88,13 +89,6 @@ def _refused_login(exc: KafkaError) -> bool:
     from aiokafka.errors import AuthenticationFailedError, IllegalSaslStateError, SaslAuthenticationFailed
 
     return isinstance(exc, (SaslAuthenticationFailed, AuthenticationFailedError, IllegalSaslStateError))
-
-
-def _masked(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _reason(exc: KafkaError) -> str:

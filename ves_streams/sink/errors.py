@@ -14,16 +14,17 @@ retry loop never has to inspect messages or status codes twice:
 
 Guarantee: no message built here contains a credential. URLs lose their
 userinfo (``https://user:pw@host`` becomes ``https://***@host``) and every
-known secret string is replaced by ``***`` (see :func:`scrub`). Response
+known secret string is replaced by ``***`` (:func:`ves_streams.secret.scrub`,
+shared with the Kafka access check). Response
 bodies are truncated so a huge HTML error page cannot flood a log line or a
 Kafka header.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from typing import ClassVar
+
+from ves_streams.secret import scrub, scrub_url
 
 __all__ = [
     "BODY_EXCERPT_CHARS",
@@ -39,30 +40,6 @@ __all__ = [
 
 #: How much of a collector's response body is kept in errors and DLQ headers.
 BODY_EXCERPT_CHARS = 1024
-
-_MASK = "***"
-# ://userinfo@ -- userinfo runs from "://" to an '@' before any '/', '?', '#'
-# or whitespace. Anchored on the "://" (a fixed-width lookbehind) so scrubbing
-# stays linear on long text.
-_USERINFO = re.compile(r"(?<=://)[^/?#\s@]+@")
-
-
-def scrub_url(text: str) -> str:
-    """Replace the userinfo of every URL in ``text`` with ``***``."""
-    return _USERINFO.sub(f"{_MASK}@", text)
-
-
-def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """Return ``text`` with URL userinfo and every non-empty secret masked.
-
-    Longer secrets are replaced first so that a secret containing another one
-    is masked whole.
-    """
-    out = scrub_url(text)
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        out = out.replace(secret, _MASK)
-    return out
-
 
 def truncate(text: str, limit: int = BODY_EXCERPT_CHARS) -> str:
     """Cut ``text`` to ``limit`` characters, marking the cut."""
