@@ -80,7 +80,7 @@ async def run_relay(broker: str | KafkaConnection, topic: str, host: str, port: 
 def _handle(args: argparse.Namespace) -> int:
     import os
 
-    from ves_streams.runtime.kafka import KafkaSecurity, parse_broker
+    from ves_streams.runtime.kafka import KafkaSecurity
     from ves_streams.settings import Settings, SettingsError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -90,7 +90,7 @@ def _handle(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"ves-streams relay: {exc}", file=sys.stderr)
         return 2
-    connection = KafkaConnection(parse_broker(args.broker or settings.broker), KafkaSecurity.from_settings(settings))
+    connection = KafkaConnection.parse(args.broker or settings.broker, KafkaSecurity.from_settings(settings))
     topic = args.topic or settings.notifications_topic
     try:
         asyncio.run(run_relay(connection, topic, args.host, args.port))

@@ -193,10 +193,10 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
     tps = ingest.assigned()
     if not tps:
         return IngestWait([])
-    probe = max(1.0, pipeline.settings.interval)
-    refused_after = probe
+    # an answer or an acknowledgement this late means an outage, not load
+    refused_after = max(1.0, pipeline.settings.interval)
     try:
-        ends = await asyncio.wait_for(ingest.end_offsets(tps), probe)
+        ends = await asyncio.wait_for(ingest.end_offsets(tps), refused_after)
     except (asyncio.TimeoutError, KafkaError):  # no leader answers: an outage, however long it has lasted
         return IngestWait(tps, refused=True)
     app = pipeline.app
