@@ -10,8 +10,8 @@ import pytest
 
 from tests.agents.conftest import INTERVAL
 from tests.agents.support import Names, Worker
-from tests.plugins.kafka import create_topics
-from ves_streams.dev.kafka import KafkaCluster, fetch_kafka
+from tests.plugins.kafka import create_topics, running_cluster
+from ves_streams.dev.kafka import KafkaCluster
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +21,8 @@ SESSION_TIMEOUT = 6.0
 @pytest.fixture
 def own_broker(kafka_version: str, worker_dir: Path) -> Iterator[KafkaCluster]:
     """A single-node broker of this test's own, which it stops and starts again."""
-    fetch_kafka(kafka_version)
-    cluster = KafkaCluster(worker_dir / "kafka", size=1, version=kafka_version)
-    cluster.start()
-    try:
+    with running_cluster(worker_dir / "kafka", kafka_version, size=1, stop_timeout=1) as cluster:
         yield cluster
-    finally:
-        cluster.stop(timeout=1)
 
 
 def _ready_metric(worker: Worker, check: str) -> float | None:

@@ -21,6 +21,7 @@ must be marked ``integration``; it fails before a JVM starts otherwise, so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import threading
@@ -28,12 +29,13 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ves_streams.dev.kafka import DEFAULT_KAFKA_VERSION, KafkaCluster, fetch_kafka
 
-__all__ = ["new_topic_name", "create_topics", "create_topics_async"]
+__all__ = ["new_topic_name", "create_topics", "create_topics_async", "running_cluster"]
 
 _VERSION_ENV = "VES_STREAMS_TEST_KAFKA_VERSION"
 
@@ -124,16 +126,23 @@ def kafka_version() -> str:
     return os.environ.get(_VERSION_ENV) or DEFAULT_KAFKA_VERSION
 
 
-@pytest.fixture(scope="session")
-def kafka(kafka_version: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    """One single-node broker on free ports, started on first use and shared by the session."""
-    fetch_kafka(kafka_version)
-    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"), size=1, version=kafka_version)
+@contextlib.contextmanager
+def running_cluster(data_dir: Path, version: str, *, stop_timeout: float = 10, **options: Any) -> Iterator[KafkaCluster]:
+    """A :class:`KafkaCluster` started in ``data_dir`` (``options``: size, security, ...), stopped on exit."""
+    fetch_kafka(version)
+    cluster = KafkaCluster(data_dir, version=version, **options)
     cluster.start()
     try:
         yield cluster
     finally:
-        cluster.stop(timeout=10)
+        cluster.stop(timeout=stop_timeout)
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_version: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One single-node broker on free ports, started on first use and shared by the session."""
+    with running_cluster(tmp_path_factory.mktemp("kafka"), kafka_version, size=1) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -143,26 +152,16 @@ def kafka_sasl_ssl(kafka_version: str, tmp_path_factory: pytest.TempPathFactory)
     ``client_env()`` is what a client needs; ``bootstrap_servers`` is the
     brokers' internal plaintext listener (for the tests' own topic set-up).
     """
-    fetch_kafka(kafka_version)
-    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka-sasl-ssl"), size=1, version=kafka_version, security="sasl_ssl")
-    cluster.start()
-    try:
+    with running_cluster(tmp_path_factory.mktemp("kafka-sasl-ssl"), kafka_version, size=1, security="sasl_ssl") as cluster:
         yield cluster
-    finally:
-        cluster.stop(timeout=10)
 
 
 @pytest.fixture
 def kafka_cluster3(kafka_version: str, tmp_path: Path) -> Iterator[KafkaCluster]:
     """A fresh 3-node KRaft cluster (each node broker+controller) this test may damage."""
-    fetch_kafka(kafka_version)
-    cluster = KafkaCluster(tmp_path / "kafka3", size=3, version=kafka_version)
-    cluster.start()
-    try:
+    # disposable data: no point waiting for the last node's controlled shutdown without quorum
+    with running_cluster(tmp_path / "kafka3", kafka_version, size=3, stop_timeout=1) as cluster:
         yield cluster
-    finally:
-        # disposable data: no point waiting for the last node's controlled shutdown without quorum
-        cluster.stop(timeout=1)
 
 
 @pytest.fixture
