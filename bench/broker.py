@@ -5,6 +5,11 @@ serves every phase; phases keep apart by topic and consumer-group names
 that carry the run id. The questions asked of it: create topics (and wait
 for their leaders), end offsets, a group's committed offsets, and so the
 group's lag.
+
+A secured broker (``security="sasl_ssl"``: TLS and SCRAM, as ``ves-streams
+kafka up --security sasl_ssl``) serves the system under test (workers, load)
+through its SASL_SSL listeners, configured only from :meth:`BenchBroker.client_env`;
+the run's own questions go through the brokers' internal plaintext listener.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ves_streams.dev.kafka import SERVICE_JVM_OPTS, KafkaCluster
+from ves_streams.runtime.kafka import KafkaConnection
+from ves_streams.settings import Settings
 
 __all__ = ["BenchBroker", "EndOffsets", "Lag"]
 
@@ -33,11 +40,21 @@ class Lag(dict[str, int]):
 class BenchBroker:
     """A single-node broker (or, for the soak, a 3-node cluster) on free ports for the whole run."""
 
-    def __init__(self, data_dir: Path, version: str, partitions: int, size: int = 1) -> None:
+    def __init__(self, data_dir: Path, version: str, partitions: int, size: int = 1, security: str = "plaintext") -> None:
         self.default_partitions = partitions
         #: replication factor of the topics it creates (all nodes: the soak's 3-node cluster loses one at a time)
         self.replication = size
-        self.cluster = KafkaCluster(data_dir, size=size, version=version, num_partitions=partitions, jvm_opts=SERVICE_JVM_OPTS)
+        self.cluster = KafkaCluster(
+            data_dir, size=size, version=version, num_partitions=partitions, jvm_opts=SERVICE_JVM_OPTS, security=security
+        )
+
+    def client_env(self) -> dict[str, str]:
+        """The ``VES_STREAMS_*`` Kafka settings of the system under test (the broker, and TLS/SASL when secured)."""
+        return self.cluster.client_env()
+
+    def client_connection(self) -> KafkaConnection:
+        """:meth:`client_env` as the connection a load generator uses."""
+        return KafkaConnection.from_settings(Settings.from_env(self.client_env()))
 
     def start(self) -> BenchBroker:
         self.cluster.start()

@@ -32,6 +32,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from ves_streams.dev.replay import Capture, round_messages
+from ves_streams.runtime.kafka import KafkaConnection
 
 __all__ = [
     "PreloadReport",
@@ -153,7 +154,7 @@ class RealisticLog:
 
 
 async def publish_realistic(
-    bootstrap: str,
+    broker: str | KafkaConnection,
     capture: Capture,
     hosts: list[str],
     *,
@@ -170,9 +171,14 @@ async def publish_realistic(
     (the hosts are NTP-synchronised and share the interval) and publishes
     one capture round for every host, stamped with that start time. The
     notifications of that capture round, for every host, are produced at
-    evenly spaced moments over the rest of the interval.
+    evenly spaced moments over the rest of the interval. ``broker`` is a
+    bootstrap string (plaintext) or the :class:`KafkaConnection` of a secured one.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=256 * 1024)
+    connection = broker if isinstance(broker, KafkaConnection) else KafkaConnection.parse(broker)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=connection.bootstrap_servers, acks=1, linger_ms=5, max_batch_size=256 * 1024,
+        **connection.client_kwargs(),
+    )  # fmt: skip
     await producer.start()
     log = RealisticLog(interval=interval, hosts=len(hosts))
     first = (time.time() // interval + 1) * interval

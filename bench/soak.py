@@ -105,7 +105,7 @@ class Soak:
         self.work = Path(tempfile.mkdtemp(prefix=f"ves-streams-{self.run_id}-"))
         self.results: Path = args.results
         self.stamp = stamp
-        self.broker = BenchBroker(self.work / "kafka", args.kafka_version, partitions=8, size=3)
+        self.broker = BenchBroker(self.work / "kafka", args.kafka_version, partitions=8, size=3, security=args.kafka_security)
         self.procs: dict[str, BenchProcess] = {}
         self.settings: dict[str, dict[str, str]] = {}
         self.minutes: list[Minute] = []
@@ -230,7 +230,7 @@ class Soak:
         def load() -> None:
             try:
                 log_box["log"] = asyncio.run(publish_realistic(
-                    self.broker.bootstrap, capture, hosts, values_topic=base["VES_STREAMS_VALUES_TOPIC"],
+                    self.broker.client_connection(), capture, hosts, values_topic=base["VES_STREAMS_VALUES_TOPIC"],
                     notifications_topic=base["VES_STREAMS_NOTIFICATIONS_TOPIC"], interval=args.interval,
                     rounds=rounds, partitions=8,
                 ))  # fmt: skip
@@ -420,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collector-down", type=float, default=60.0, help="seconds each collector outage lasts (default 60)")
     parser.add_argument("--broker-every", type=float, default=1200.0, help="seconds between broker restarts (default 1200)")
     parser.add_argument("--kafka-version", default=DEFAULT_KAFKA_VERSION)
+    parser.add_argument("--kafka-security", choices=("plaintext", "sasl_ssl"), default="plaintext",
+                        help="sasl_ssl: the workers and the load reach the cluster over TLS with SCRAM-SHA-512, "
+                             "configured only from its client.env (default plaintext)")  # fmt: skip
     parser.add_argument("--results", type=Path, default=PROJECT_DIR / "bench" / "results")
     args = parser.parse_args(argv)
     soak = Soak(args)
@@ -431,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         soak.stop()
     report["started_epoch"] = began
+    report["kafka_security"] = args.kafka_security
     report["command"] = " ".join(["python -m bench.soak", *(argv if argv is not None else sys.argv[1:])])
     json_path = args.results / f"soak-{soak.stamp}.json"
     json_path.write_text(json.dumps(report, indent=1, default=str))

@@ -186,7 +186,7 @@ def run_faust_passthrough(
 def worker_settings(broker: BenchBroker, app_id: str, data_dir: Path, topology: Path, **extra: str) -> dict[str, str]:
     """The ``VES_STREAMS_*`` environment of a benchmark worker (topics named after ``app_id`` unless given)."""
     settings = {
-        "VES_STREAMS_BROKER": broker.url,
+        **broker.client_env(),
         "VES_STREAMS_APP_ID": app_id,
         "VES_STREAMS_DATA_DIR": str(data_dir),
         "VES_STREAMS_TOPOLOGY": str(topology),

@@ -12,6 +12,9 @@ no output of any process ever holds a password.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,7 @@ from tests.plugins.collector import VesCollector
 from tests.plugins.kafka import create_topics
 from ves_streams.dev.kafka import KafkaCluster
 from ves_streams.dev.kafka_security import make_secrets
+from ves_streams.dev.replay import DEFAULT_CAPTURE_DIR, load_capture
 from ves_streams.runtime.kafka import KafkaConnection
 from ves_streams.settings import Settings
 
@@ -107,6 +111,46 @@ def test_the_pipeline_runs_end_to_end_over_sasl_ssl_from_client_env_alone(
     outputs = {"worker": worker.log_text(), **relay_logs}
     leaked = [name for name, text in outputs.items() if password in text]
     assert not leaked, f"the SASL password appears in the output of {leaked}"
+
+
+def _topic_records(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record of ``topic``, read through the brokers' internal plaintext listener."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list[bytes]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            values: list[bytes] = []
+            while True:
+                batch = await consumer.getmany(timeout_ms=2000)
+                if not batch:
+                    return values
+                values += [m.value for messages in batch.values() for m in messages]
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def test_replay_publishes_over_sasl_ssl_configured_from_client_env_alone(
+    kafka_sasl_ssl: KafkaCluster, secured_names: Names
+) -> None:
+    client = kafka_sasl_ssl.client_env()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VES_STREAMS_")}
+    env.update(client, VES_STREAMS_VALUES_TOPIC=secured_names.values)
+    done = subprocess.run(
+        [sys.executable, "-m", "ves_streams.cli", "replay", "--rounds", "2", "--full-speed", "--no-notifications",
+         "--host", "secure-replay"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert client["VES_STREAMS_KAFKA_PASSWORD"] not in output
+    capture = load_capture(next(DEFAULT_CAPTURE_DIR.glob("*.values.jsonl")))
+    records = _topic_records(kafka_sasl_ssl.bootstrap_servers, secured_names.values)
+    assert len(records) == len(capture.rounds[0]) + len(capture.rounds[1])
+    assert all(b'"host":"secure-replay"' in r for r in records)
 
 
 def test_a_plaintext_client_is_not_served_on_the_secured_listener(kafka_sasl_ssl: KafkaCluster) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from typing import Any
 import orjson
 
 from ves_streams import resources
-from ves_streams.broker_wait import bootstrap_servers
+from ves_streams.runtime.kafka import KafkaConnection
 
 __all__ = [
     "Capture",
@@ -116,7 +117,7 @@ def notification_messages(capture: Capture, hosts: list[str], now: float) -> Ite
 
 
 async def replay(
-    bootstrap: str,
+    broker: str | KafkaConnection,
     capture: Capture,
     hosts: list[str],
     *,
@@ -138,9 +139,11 @@ async def replay(
     from aiokafka import AIOKafkaProducer
 
     period = interval or capture.interval
+    connection = broker if isinstance(broker, KafkaConnection) else KafkaConnection.parse(broker)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024, compression_type=None
-    )
+        bootstrap_servers=connection.bootstrap_servers, acks="all", linger_ms=20, max_batch_size=256 * 1024,
+        compression_type=None, **connection.client_kwargs(),
+    )  # fmt: skip
     await producer.start()
     sent = 0
     try:
@@ -185,6 +188,11 @@ async def _sleep_until(deadline: float, stop: asyncio.Event | None) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from ves_streams.runtime.kafka import KafkaConfigError, KafkaSecurity
+    from ves_streams.settings import Settings, SettingsError
+
     capture_dir = Path(args.capture)
     values = next(capture_dir.glob("*.values.jsonl"), None)
     if values is None:
@@ -193,7 +201,21 @@ def _handle(args: argparse.Namespace) -> int:
     notes = next(capture_dir.glob("*.notifications.jsonl"), None)
     capture = load_capture(values, None if args.no_notifications else notes)
     hosts = host_names(args.hosts) if args.hosts > 1 else [args.host or capture.host]
-    bootstrap = bootstrap_servers(args.broker)
+    try:
+        # the same VES_STREAMS_* settings as the worker (broker, Kafka TLS and SASL); --broker wins
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"ves-streams replay: {exc}", file=sys.stderr)
+        return 2
+    try:
+        connection = KafkaConnection.parse(args.broker or settings.broker, KafkaSecurity.from_settings(settings))
+        connection.client_kwargs()  # builds the TLS context now: a bad CA file is one line, not a traceback
+    except KafkaConfigError as exc:
+        print(f"ves-streams replay: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
+        print(f"ves-streams replay: VES_STREAMS_KAFKA_SSL_CAFILE / _CERTFILE / _KEYFILE: {exc}", file=sys.stderr)
+        return 2
 
     def progress(index: int, count: int) -> None:
         print(f"replay: round {index}: {count} messages for {len(hosts)} host(s)", flush=True)
@@ -201,11 +223,11 @@ def _handle(args: argparse.Namespace) -> int:
     try:
         asyncio.run(
             replay(
-                bootstrap,
+                connection,
                 capture,
                 hosts,
-                values_topic=args.values_topic,
-                notifications_topic=None if args.no_notifications else args.notifications_topic,
+                values_topic=args.values_topic or settings.values_topic,
+                notifications_topic=None if args.no_notifications else (args.notifications_topic or settings.notifications_topic),
                 interval=args.interval,
                 rounds=args.rounds,
                 full_speed=args.full_speed,
@@ -214,12 +236,18 @@ def _handle(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         return 0
+    except (KafkaError, OSError) as exc:
+        print(f"ves-streams replay: cannot publish to Kafka at {connection.bootstrap_servers}: {type(exc).__name__}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("replay", help="publish the recorded collectd capture to Kafka as write_kafka does")
-    parser.add_argument("--broker", default=os.environ.get("VES_STREAMS_BROKER", "kafka://localhost:9092"))
+    parser.add_argument("--broker", default=None,
+                        help="Kafka bootstrap (default: VES_STREAMS_BROKER, else kafka://localhost:9092); "
+                             "TLS and SASL come from VES_STREAMS_KAFKA_*, as for the worker")  # fmt: skip
     parser.add_argument(
         "--capture", default=str(DEFAULT_CAPTURE_DIR),
         help="directory with *.values.jsonl (default: the recorded capture shipped with ves-streams)",
@@ -229,7 +257,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--interval", type=float, default=None, help="seconds between rounds (default: capture's)")
     parser.add_argument("--rounds", type=int, default=None, help="stop after N rounds (default: forever)")
     parser.add_argument("--full-speed", action="store_true", help="do not wait between rounds")
-    parser.add_argument("--values-topic", default="collectd")
-    parser.add_argument("--notifications-topic", default="collectd-notifications")
+    parser.add_argument("--values-topic", default=None, help="default: VES_STREAMS_VALUES_TOPIC, else collectd")
+    parser.add_argument("--notifications-topic", default=None,
+                        help="default: VES_STREAMS_NOTIFICATIONS_TOPIC, else collectd-notifications")  # fmt: skip
     parser.add_argument("--no-notifications", action="store_true")
     parser.set_defaults(handler=_handle)
