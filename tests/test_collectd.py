@@ -11,7 +11,9 @@ from ves_streams.collectd import (
     Notification,
     parse_notifications,
     parse_value_lists,
+    parse_value_lists_checked,
 )
+from ves_streams.collectd import decode_well_formed_value_lists as decode_fast
 from ves_streams.resources import capture_dir
 
 FIXTURES = capture_dir()
@@ -86,6 +88,83 @@ def test_malformed_value_lists_are_refused_with_a_reason(raw: bytes, reason: str
     with pytest.raises(MalformedInput) as excinfo:
         parse_value_lists(raw)
     assert reason in excinfo.value.reason
+
+
+def test_the_fast_decoder_returns_exactly_what_the_python_checks_return_for_the_whole_capture() -> None:
+    lines = (FIXTURES / "compute-0.values.jsonl").read_bytes().splitlines()
+    fast = [decode_fast(line) for line in lines]
+    assert None not in fast, "the fast decoder declined a real collectd message"
+    checked = [parse_value_lists_checked(line) for line in lines]
+    assert fast == checked
+    # the same types too (an int stays an int, a float a float): events render them differently
+    assert [[tuple(map(type, vl.values)) for vl in vls] for vls in fast] == [
+        [tuple(map(type, vl.values)) for vl in vls] for vls in checked
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _vl(),
+        _vl(values=[None, 3]),
+        _vl(time=1700000000, interval=10),
+        _vl(values=[9223372036854775807, -9223372036854775808]),
+        orjson.loads(_vl()) and orjson.dumps(orjson.loads(_vl())[0]),  # one object, not an array
+        _vl(plugin="p" * 1024),
+    ],
+)
+def test_the_fast_decoder_agrees_with_the_python_checks_on_what_they_accept(raw: bytes) -> None:
+    fast = decode_fast(raw)
+    assert fast is not None
+    assert fast == parse_value_lists_checked(raw)
+    assert [tuple(map(type, vl.values)) for vl in fast] == [tuple(map(type, vl.values)) for vl in parse_value_lists_checked(raw)]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[]",
+        b"[1]",
+        # what the Python checks normalise (collectd always sends every field): they do it
+        _vl(dstypes=...),
+        _vl(dstypes=None, plugin_instance=None, type_instance=...),
+        _vl(host=...),
+        _vl(host=""),
+        _vl(host=7),
+        _vl(host=None),
+        _vl(plugin_instance=3),
+        _vl(values=[1]),
+        _vl(values=[]),
+        _vl(values=[True, 2]),
+        _vl(values=["1", 2]),
+        _vl(values=[77, 1]).replace(b"77", b"18446744073709551616"),  # a float to orjson: the Python checks decide
+        _vl(values=[18446744073709551615, 1]),  # an int to orjson, beyond msgspec's int64 bounds
+        _vl(dstypes=["gauge"]),
+        _vl(dsnames=None),
+        _vl(interval=0),
+        _vl(interval=-10),
+        _vl(interval=True),
+        _vl(time="yesterday"),
+        _vl(plugin="p" * 1025),
+        _vl(extra=[[[[[[[[1]]]]]]]]),  # deeper than MAX_DEPTH: the Python checks refuse it
+        _vl(extra={"ignored": [1, 2]}),  # an unknown field: msgspec would skip it unchecked
+        _vl(extra=1).replace(b'"extra":1', b'"extra":1e400'),  # ... and so an out-of-range number in it
+        _vl(host="HOST").replace(b"HOST", b"h\xff"),
+        _vl().replace(b"1.5", b"1e400"),
+        _vl().replace(b"1.5", b"NaN"),
+    ],
+)
+def test_the_fast_decoder_leaves_every_other_message_to_the_python_checks(raw: bytes) -> None:
+    assert decode_fast(raw) is None
+    try:
+        expected: object = parse_value_lists_checked(raw)
+    except MalformedInput as exc:
+        expected = exc.reason
+    try:
+        got: object = parse_value_lists(raw)
+    except MalformedInput as exc:
+        got = exc.reason
+    assert got == expected
 
 
 def test_one_bad_element_rejects_the_whole_message() -> None:

@@ -18,14 +18,13 @@ on the host name), explicitly, so the producer and the index always agree.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
 from aiokafka.partitioner import murmur2
 
-from ves_streams.collectd import MalformedInput, ValueList
+from ves_streams.collectd import MalformedInput, ValueList, decode_normalised_value_lists
 
 __all__ = [
     "HEADER_KIND",
@@ -143,32 +142,15 @@ def decode_trusted_value_lists(raw: bytes) -> list[ValueList] | None:
     """The value lists of a samples record that ingest wrote, or None if it is not such a record.
 
     Ingest validated every value list with ``collectd.parse_value_lists``;
-    re-validating them (the depth walk and per-field checks) cost the samples
-    stage as much as ingest's parse. A record this cannot read (not from
-    ingest, or from a version that wrote another layout) returns None, and
-    the caller parses it with the full parser, which dead-letters it with a
-    reason if it is malformed.
+    re-validating them in Python (the depth walk and per-field checks) cost
+    the samples stage as much as ingest's parse, so the record is decoded
+    against the normalised layout ingest writes, checked in C
+    (:func:`~ves_streams.collectd.decode_normalised_value_lists`). A record
+    this cannot read (not from ingest, or from a version that wrote another
+    layout) returns None, and the caller parses it with the full parser,
+    which dead-letters it with a reason if it is malformed.
     """
-    try:
-        items = orjson.loads(raw)
-        if type(items) is not list or not items:
-            return None
-        out = []
-        for d in items:
-            vl = value_list_from_json(d)
-            # exactly what collectd.parse_value_lists would return, or the full parser decides
-            names = (vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance)
-            if not all(type(n) is str for n in names) or not (vl.host and vl.plugin and vl.type):
-                return None
-            if not (math.isfinite(vl.time) and math.isfinite(vl.interval) and vl.interval > 0) or not vl.values:
-                return None
-            for v in vl.values:
-                if v is not None and (type(v) is not float and type(v) is not int or not math.isfinite(v)):
-                    return None
-            out.append(vl)
-        return out
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
-        return None
+    return decode_normalised_value_lists(raw)
 
 
 def value_list_from_json(d: dict) -> ValueList:  # type: ignore[type-arg]
