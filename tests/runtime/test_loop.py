@@ -239,3 +239,30 @@ def test_exactly_once_aborts_a_refused_batch_whole_and_commits_it_once_when_the_
         assert await _read_all(bootstrap, t.dlq) == [values[5]]
 
     asyncio.run(scenario())
+
+
+def test_a_loop_sees_every_input_partition_and_what_the_group_committed_on_those_another_member_owns(kafka: Any) -> None:
+    bootstrap = kafka.bootstrap_servers
+    t = Topics("group-view")
+
+    async def scenario() -> None:
+        await create_topics_async(bootstrap, [t.input], partitions=2)
+        await create_topics_async(bootstrap, [t.events, t.dlq], partitions=1)
+        first = _loop(_spec(t), EchoHandler(), bootstrap)
+        second = _loop(_spec(t), EchoHandler(), bootstrap)
+        await first.start()
+        await second.start()
+        try:
+            everything = [TopicPartition(t.input, 0), TopicPartition(t.input, 1)]
+            await _until(lambda: len(first.assigned()) == 1 and len(second.assigned()) == 1, 60, "one partition each")
+            assert first.input_partitions() == everything
+            (theirs,) = second.assigned()
+            assert await first.group_committed([theirs]) == {}  # nothing committed yet: left out, not 0
+            await _produce(bootstrap, t.input, [f"g{i}".encode() for i in range(10)], partitions=2)
+            await _until(lambda: second.committed_offsets().get(theirs) == 5, 30, "the other member's commit")
+            assert await first.group_committed([theirs]) == {theirs: 5}
+        finally:
+            await second.stop()
+            await first.stop()
+
+    asyncio.run(scenario())

@@ -143,7 +143,8 @@ def stage_loops(pipeline: Pipeline) -> tuple[StageLoop, StageLoop]:
     }
     values_spec = StageSpec(
         name="ingest", group_id=f"{settings.app_id}-ingest", topics=(names.values,), records_topic=names.samples,
-        max_batch=repartition.INGEST_BATCH, fetch_partition_bytes=repartition.FETCH_PARTITION_BYTES, **common,
+        max_batch=repartition.INGEST_BATCH, fetch_partition_bytes=repartition.FETCH_PARTITION_BYTES,
+        commit_every=repartition.INGEST_COMMIT_EVERY, **common,
     )  # fmt: skip
     faults_spec = StageSpec(
         name="faults", group_id=f"{settings.app_id}-faults", topics=(names.notifications,),

@@ -156,6 +156,8 @@ def _whole_window(pipeline: Pipeline, partition: int, host: str, window: Interva
 #: skipped (transaction markers, records the broker compacted away) rather than pending.
 _WAIT_POLL = 0.1
 _QUIET = 0.5
+#: How often a waiting tick asks the ingest group for the other workers' committed offsets.
+_OTHERS_POLL = 0.25
 #: How often a tick waiting out an outage asks again.
 _REFUSED_POLL = 0.5
 
@@ -174,9 +176,17 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
     """Wait until ingest has handled every record the collectd partitions held when called.
 
     Returns the input partitions still behind at ``deadline`` (wall clock), or
-    none once caught up. Only this worker's own input partitions are seen: a
-    lag of another worker's ingest shows here only after a rebalance hands its
-    partitions over.
+    none once caught up. This worker's own input partitions are followed
+    record by record (what its ingest handled); the partitions other workers
+    own, by the ingest group's committed offsets: a worker that died holds
+    its partitions, unconsumed, until the group's session timeout moves them,
+    and a tick that did not wait for them rendered the window without the
+    samples they held (the soak lost a window of every host at each SIGKILL
+    that way). A partition nobody ever committed is not waited for (nothing
+    says where its consumer stands). There is no quiet rule for them, as
+    there is for this worker's own: a dead worker's partition is exactly one
+    whose commit stands still below its end, and collectd's topic has no
+    transaction markers or compacted gaps that would keep a live one there.
 
     Every question to the broker is bounded: while the partitions' leaders
     cannot be reached, aiokafka retries ``end_offsets`` for up to its request
@@ -191,26 +201,31 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
     if ingest is None:
         return IngestWait([])
     tps = ingest.assigned()
-    if not tps:
+    others = [tp for tp in ingest.input_partitions() if tp not in set(tps)]
+    if not tps and not others:
         return IngestWait([])
     # an answer or an acknowledgement this late means an outage, not load
     refused_after = max(1.0, pipeline.settings.interval)
     try:
-        ends = await asyncio.wait_for(ingest.end_offsets(tps), refused_after)
+        ends = await asyncio.wait_for(ingest.end_offsets(tps + others), refused_after)
     except (asyncio.TimeoutError, KafkaError):  # no leader answers: an outage, however long it has lasted
-        return IngestWait(tps, refused=True)
+        return IngestWait(tps + others, refused=True)
     app = pipeline.app
     quiet_since: dict[Any, tuple[int, float]] = {}
+    others_checked = 0.0
     while True:
         behind = []
         now = time.monotonic()
+        revoked = [tp for tp in tps if tp not in ingest.assigned()]
+        if revoked:  # another worker owns them now: followed through its commits, like the others
+            tps = [tp for tp in tps if tp not in revoked]
+            others += revoked
+            others_checked = 0.0
         for tp in tps:
             end = ends.get(tp)
             done = ingest.handled.get(tp, -1)
             if end is None or done >= end:
                 continue
-            if tp not in ingest.assigned():
-                continue  # revoked meanwhile: its new owner's ticks wait for it
             try:
                 position = await asyncio.wait_for(ingest.position(tp), max(0.1, min(5.0, deadline - time.time())))
             except asyncio.TimeoutError:
@@ -222,11 +237,33 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
                 elif now - since[1] >= _QUIET:
                     continue  # everything fetched and nothing handled for a while: nothing pending
             behind.append(tp)
+        if not behind and others and now - others_checked >= _OTHERS_POLL:
+            others_checked = now
+            ask_for = min(refused_after, max(0.1, deadline - time.time()))
+            others = await _others_behind(ingest, others, ends, ask_for)
+            behind = list(others)
+        elif others:
+            behind = behind or list(others)
         if behind and ingest.producing_for() > refused_after:
             return IngestWait(behind, refused=True)
         if not behind or time.time() >= deadline or app.should_stop or app.rebalancing:
             return IngestWait(behind)
         await asyncio.sleep(_WAIT_POLL)
+
+
+async def _others_behind(ingest: Any, others: list[Any], ends: dict[Any, int], timeout: float) -> list[Any]:
+    """Those of ``others`` (partitions other workers own) whose committed offset is still below ``ends``.
+
+    A group that cannot be asked (its coordinator away) holds no tick: the
+    refusal is seen through this worker's own partitions, and an unanswered
+    question here would only delay every window.
+    """
+    try:
+        committed = await asyncio.wait_for(ingest.group_committed(others), timeout)
+    except (asyncio.TimeoutError, KafkaError):
+        log.debug("cannot read the ingest group's committed offsets", exc_info=True)
+        return []
+    return [tp for tp in others if tp in committed and committed[tp] < ends.get(tp, 0)]
 
 
 async def wait_for_boundary(pipeline: Pipeline, boundary: float) -> list[Any]:

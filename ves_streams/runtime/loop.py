@@ -305,6 +305,30 @@ class StageLoop(Service):
             return []
         return sorted((tp for tp in consumer.assignment() if tp.topic in self.spec.topics), key=lambda tp: (tp.topic, tp.partition))
 
+    def input_partitions(self) -> list[TopicPartition]:
+        """Every partition of the loop's input topics the consumer's metadata knows, owned or not."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        return [
+            TopicPartition(topic, partition)
+            for topic in self.spec.topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+
+    async def group_committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The group's committed offsets of ``tps``, whichever member committed them (never-committed ones left out).
+
+        A render tick reads them for the partitions other workers own: a dead
+        worker's partitions stay below their end until the group moves them and
+        their new owner has caught up.
+        """
+        consumer = self._consumer
+        if consumer is None or not tps:
+            return {}
+        offsets = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+        return {tp: int(offset) for tp, offset in zip(tps, offsets) if offset is not None}
+
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         consumer = self._consumer
         if consumer is None or not tps:

@@ -74,6 +74,10 @@ INGEST_BATCH = 20000
 PARSE_CHUNK = 250
 #: Per-partition fetch size: enough for a batch from a few partitions (aiokafka's default is 1 MB).
 FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+#: Offsets are committed this often: the other workers' render ticks read the group's
+#: committed offsets to know this worker's ingest has handled the interval's records,
+#: so a commit's delay is a window's delay (a commit is one small request).
+INGEST_COMMIT_EVERY = 0.25
 
 
 @dataclass(slots=True)
