@@ -151,3 +151,16 @@ def test_state_table_is_stored_in_rocksdb_through_rocksdict(tmp_path: Path) -> N
     assert store.use_rocksdict
     assert app.tables["samples-state"].changelog_topic.get_topic_name() == "ves-streams-samples-state-changelog"
     assert str(tmp_path) in str(store.path)
+
+
+def test_the_state_databases_are_opened_with_small_write_buffers_and_block_cache(tmp_path: Path) -> None:
+    # Faust's defaults (3 x 64 MB write buffers, a 2 GB block cache, per partition) let RSS grow for hours
+    settings, topology = load_settings({"VES_STREAMS_ROLE": "process", "VES_STREAMS_DATA_DIR": str(tmp_path)})
+    store = create_app(settings, topology).tables["samples-state"].data
+    options = store.rocksdb_options
+    assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == (
+        4 * 1024 * 1024, 2, 8 * 1024 * 1024,
+    )  # fmt: skip
+    db = faust_compat.partition_db_opener(store)(0)  # the database the worker really opens, with those options
+    db[b"k"] = b"v"
+    assert db[b"k"] == b"v"

@@ -42,6 +42,17 @@ __all__ = ["Pipeline", "register_processing", "stage_loops"]
 
 log = logging.getLogger(__name__)
 
+#: RocksDB options of each state partition's database. The state is small (the latest value list
+#: of every series: ~14 MB at 1000 hosts) and rewritten every interval, so Faust's defaults -- 64 MB
+#: write buffers, up to 3, and a 2 GB block cache, per partition database -- let a worker's RSS grow
+#: by what it wrote for as long as it lived (the soak: ~18 MB a minute at 300 hosts). 4 MB buffers
+#: flush often and hold a few intervals; reads come from the in-memory host index, not RocksDB.
+STATE_DB_OPTIONS: dict[str, int] = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 8 * 1024 * 1024,
+}
+
 
 def register_processing(
     app: faust.App,
@@ -58,6 +69,7 @@ def register_processing(
         value_type=bytes,
         partitions=settings.partitions,
         help="Latest value list of every series (key: [host, plugin, plugin_instance, type, type_instance])",
+        options=dict(STATE_DB_OPTIONS),
     )
     pipeline = Pipeline(app, settings, topics, renderer, metrics, table)
     # Ingest and faults are stage loops in consumer groups of their own, not Faust
