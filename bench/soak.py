@@ -110,6 +110,8 @@ class Soak:
         self.settings: dict[str, dict[str, str]] = {}
         self.minutes: list[Minute] = []
         self.injections: list[Injection] = []
+        #: workers that exited by themselves, each restarted as Kubernetes would (restartPolicy: Always)
+        self.exits: list[Injection] = []
         self.collector_down: list[tuple[float, float]] = []
         self.starts: dict[str, list[float]] = defaultdict(list)
         self.record = self.work / "events.jsonl"
@@ -170,6 +172,16 @@ class Soak:
             worker.process.wait(timeout=30)  # type: ignore[union-attr]
         self.injections.append(Injection(time.time(), "worker SIGKILL + restart", name))
         self._start_worker(name)
+
+    def _restart_exited_workers(self) -> None:
+        """Start again a worker that exited by itself (none should): the run goes on as a cluster's would."""
+        for name in ("p1", "p2", "sink"):
+            worker = self.procs.get(name)
+            if worker is not None and not worker.alive() and time.time() - self.starts[name][-1] > 10:
+                code = worker.process.poll() if worker.process is not None else None  # type: ignore[union-attr]
+                print(f"[soak] {name} exited by itself (exit code {code}): restarting it", flush=True)
+                self.exits.append(Injection(time.time(), f"worker exited by itself (code {code}) + restart", name))
+                self._start_worker(name)
 
     def _collector_outage(self) -> None:
         began = time.time()
@@ -260,6 +272,7 @@ class Soak:
             if elapsed >= (broker_restarts + 1) * args.broker_every:
                 broker_restarts += 1
                 self._in_background(self._broker_restart, (broker_restarts - 1) % 3)
+            self._restart_exited_workers()
             time.sleep(1.0)
         # drain: the last windows, and whatever an injected fault held back
         deadline = time.time() + max(120.0, LATE_BOUND * args.interval)
@@ -278,7 +291,8 @@ class Soak:
         rows = _read_record(self.record)
         out: dict[str, Any] = {"run_id": self.run_id, "hosts": self.args.hosts, "minutes": self.args.minutes,
                                "interval_s": interval, "errors": self.errors,
-                               "injections": [vars(i) for i in self.injections]}  # fmt: skip
+                               "injections": [vars(i) for i in self.injections],
+                               "unexpected_exits": [vars(i) for i in self.exits]}  # fmt: skip
         if log is None:
             out["targets"] = {"load ran": False}
             return out
@@ -351,6 +365,7 @@ class Soak:
             f"RSS growth < {MAX_GROWTH_MB_PER_HOUR:g} MB/h after 10 min": bool(growth) and all(
                 g < MAX_GROWTH_MB_PER_HOUR for name, g in growth.items() if not name.startswith("broker")),
             "no stall": not stalls,
+            "no worker exited by itself": not self.exits,
         }
         return out
 
@@ -443,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(report, png)
     print(f"\nsoak {soak.run_id}: {args.hosts} hosts, {args.minutes:g} min, interval {args.interval:g} s")
     for key in ("windows_expected", "windows_missing", "windows_late", "faults_expected", "faults_lost",
-                "duplicate_event_ids", "stalled_minutes", "rss_growth_mb_per_hour", "errors"):  # fmt: skip
+                "duplicate_event_ids", "stalled_minutes", "rss_growth_mb_per_hour", "unexpected_exits", "errors"):  # fmt: skip
         print(f"  {key}: {report.get(key)}")
     print(f"  injected: {len(report.get('injections', []))} faults")
     for name, met in report.get("targets", {}).items():

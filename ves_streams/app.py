@@ -119,6 +119,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         producer_max_batch_size=PRODUCER_MAX_BATCH_SIZE,
     )
     faust_compat.check(app)  # a faust-streaming without what we rely on fails here, not later
+    faust_compat.ask_every_broker_for_the_controller()  # a worker starts while one broker is down
     app.connection = connection
     metrics = get_metrics()
     readiness = Readiness()

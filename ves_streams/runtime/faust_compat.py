@@ -53,6 +53,7 @@ __all__ = [
     "FaustCompatError",
     "active_partitions",
     "add_service",
+    "ask_every_broker_for_the_controller",
     "check",
     "committed_offsets",
     "extra_services",
@@ -301,6 +302,82 @@ def own_url(app: faust.App) -> str:
     return str(app.conf.canonical_url).rstrip("/")
 
 
+# -- topic creation --------------------------------------------------------
+
+
+class _OneBrokerCluster:
+    """A view of aiokafka's cluster metadata that lists one broker."""
+
+    def __init__(self, cluster: Any, broker: Any) -> None:
+        self._cluster = cluster
+        self._broker = broker
+
+    def brokers(self) -> set[Any]:
+        return {self._broker}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cluster, name)
+
+
+class _OneBrokerClient:
+    """An aiokafka client whose metadata lists one broker; everything else is the client's own."""
+
+    def __init__(self, client: Any, broker: Any) -> None:
+        self._client = client
+        self.cluster = _OneBrokerCluster(client.cluster, broker)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def ask_every_broker_for_the_controller() -> None:
+    """Have Faust ask the next broker for the controller when one does not answer.
+
+    Faust creates its topics at start (the tables' changelogs, the agents'
+    topics) and first asks for the cluster's controller, in the aiokafka
+    driver's ``Transport._get_controller_node``: it asks only the first broker
+    of the client's metadata, and when that one is down the worker dies at
+    start with ``NodeNotReadyError``, although the other brokers serve (the
+    soak saw it: a worker restarted while one broker of three was restarting
+    never came back). This wraps that method so that each known broker is
+    asked in turn, the original doing the asking, and a controller that
+    cannot be reached (a broker that went a moment ago is still named in the
+    others' metadata) is replaced by the broker that answered: Kafka brokers
+    forward topic creation to the controller. The last error is raised only
+    when none answers. Idempotent.
+    """
+    from aiokafka.errors import KafkaError
+    from faust.transport.drivers.aiokafka import Transport
+
+    original = _attr(Transport, "_get_controller_node", "Transport", "starting while one broker is down")
+    if not inspect.iscoroutinefunction(original):
+        raise _error("Transport._get_controller_node is not a coroutine function", "starting while one broker is down")
+    if getattr(original, "_asks_every_broker", False):
+        return
+
+    @functools.wraps(original)
+    async def _get_controller_node(self: Any, owner: Any, client: Any, timeout: int = 30000) -> Any:
+        brokers = sorted(client.cluster.brokers(), key=lambda b: (b.nodeId is None, b.nodeId or 0))
+        failure: BaseException | None = None
+        for broker in brokers:
+            try:
+                controller = await original(self, owner, _OneBrokerClient(client, broker), timeout=timeout)
+                if controller is None or await client.ready(controller):
+                    return controller
+                # metadata not yet updated for a broker that just went: the one that answered
+                # takes the request instead (brokers forward admin requests to the controller)
+                if await client.ready(broker.nodeId):
+                    return broker.nodeId
+            except (KafkaError, OSError) as exc:
+                failure = exc
+        if failure is not None:
+            raise failure
+        return await original(self, owner, client, timeout=timeout)  # no broker known: Faust says so
+
+    _get_controller_node._asks_every_broker = True  # type: ignore[attr-defined]
+    Transport._get_controller_node = _get_controller_node  # type: ignore[method-assign]
+
+
 # -- start-up probe --------------------------------------------------------
 
 
@@ -335,6 +412,7 @@ def check(app: faust.App) -> None:
     transport = faust.transport.by_url(app.conf.broker_consumer[0])
     need(transport.Producer, "_ensure_producer", transport.Producer.__qualname__)
     need(transport.Consumer, "force_commit", transport.Consumer.__qualname__, coroutine=True)
+    need(transport, "_get_controller_node", transport.__qualname__, coroutine=True)
     need(transport.Consumer, "commit", transport.Consumer.__qualname__, coroutine=True)
     # Public (ConsumerT), but read behind broad excepts -- a metrics scrape never fails, the
     # pipeline falls back to the configured partition count -- where a rename would go unnoticed.
