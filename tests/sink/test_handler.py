@@ -163,3 +163,25 @@ def test_fetches_are_bounded_by_the_open_batch_budget(ves_collector: VesCollecto
     assert after == OPEN_BUDGET * limits.max_events - 3
     assert capped == 2, "never more than the loop's own batch size"
     assert ves_collector.events() == []
+
+
+def test_a_fault_sealed_behind_a_boundarys_measurements_is_delivered_first_and_each_domain_keeps_its_order(
+    ves_collector: VesCollector,
+) -> None:
+    clock = Clock()
+    limits = BatchLimits(max_events=2, linger_ms=50)
+
+    async def body(handler: DeliveryHandler) -> DeliveryOutput:
+        # two full measurement requests, a heartbeat request, then a full fault request: all ready at once
+        messages = [_message(0, "measurement", 0), _message(1, "measurement", 1), _message(2, "measurement", 2),
+                    _message(3, "measurement", 3), _message(4, "heartbeat", 4), _message(5, "heartbeat", 5),
+                    _message(6, "fault", 6), _message(7, "fault", 7)]  # fmt: skip
+        return await handler.handle(messages)
+
+    output = _with_handler(ves_collector, limits, clock, body)
+    assert _delivered_ids(ves_collector) == [
+        "h1-fault-6", "h1-fault-7",
+        "h1-measurement-0", "h1-measurement-1", "h1-measurement-2", "h1-measurement-3",
+        "h1-heartbeat-4", "h1-heartbeat-5",
+    ]  # fmt: skip
+    assert output.handled == {TP: 8}, "every record finished: the commit covers them all"
