@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import math
+import signal
 import sys
 import tempfile
 import threading
@@ -165,7 +166,6 @@ class Soak:
     def _kill_worker(self, name: str) -> None:
         worker = self.procs[name]
         import os
-        import signal
 
         if worker.alive():
             os.killpg(worker.pid, signal.SIGKILL)
@@ -425,6 +425,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)
@@ -443,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     soak = Soak(args)
     args.results.mkdir(parents=True, exist_ok=True)
     began = time.time()
+    # SIGTERM stops the run as Ctrl-C does, through soak.stop(): the workers and brokers run in
+    # process groups of their own and would outlive a harness that simply died
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         soak.start()
         report = soak.run()

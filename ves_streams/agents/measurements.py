@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -206,10 +207,14 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
         return IngestWait([])
     # an answer or an acknowledgement this late means an outage, not load
     refused_after = max(1.0, pipeline.settings.interval)
-    try:
-        ends = await asyncio.wait_for(ingest.end_offsets(tps + others), refused_after)
-    except (asyncio.TimeoutError, KafkaError):  # no leader answers: an outage, however long it has lasted
-        return IngestWait(tps + others, refused=True)
+    own_ends, others_ends = await asyncio.gather(
+        _bounded(ingest.end_offsets(tps), refused_after), _bounded(ingest.end_offsets(others), refused_after)
+    )
+    if own_ends is None:  # no leader answers: an outage, however long it has lasted
+        return IngestWait(tps, refused=True)
+    if others_ends is None:  # another worker's leaders away: that worker's own ticks see it
+        others = []
+    ends = {**own_ends, **(others_ends or {})}
     app = pipeline.app
     quiet_since: dict[Any, tuple[int, float]] = {}
     others_checked = 0.0
@@ -249,6 +254,14 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
         if not behind or time.time() >= deadline or app.should_stop or app.rebalancing:
             return IngestWait(behind)
         await asyncio.sleep(_WAIT_POLL)
+
+
+async def _bounded(question: Awaitable[dict[Any, int]], timeout: float) -> dict[Any, int] | None:
+    """``question``'s answer, or None when the broker did not give one within ``timeout``."""
+    try:
+        return await asyncio.wait_for(question, timeout)
+    except (asyncio.TimeoutError, KafkaError):
+        return None
 
 
 async def _others_behind(ingest: Any, others: list[Any], ends: dict[Any, int], timeout: float) -> list[Any]:

@@ -342,8 +342,10 @@ def ask_every_broker_for_the_controller() -> None:
     never came back). This wraps that method so that each known broker is
     asked in turn, the original doing the asking, and a controller that
     cannot be reached (a broker that went a moment ago is still named in the
-    others' metadata) is replaced by the broker that answered: Kafka brokers
-    forward topic creation to the controller. The last error is raised only
+    others' metadata) is replaced by the broker that answered: KRaft brokers
+    forward topic creation to the controller (a ZooKeeper-mode broker would
+    answer NOT_CONTROLLER, and Faust fail as it did before; ves-streams
+    supports KRaft clusters, Kafka 3.9 and 4.x). The last error is raised only
     when none answers. Idempotent.
     """
     from aiokafka.errors import KafkaError

@@ -326,7 +326,14 @@ class StageLoop(Service):
         consumer = self._consumer
         if consumer is None or not tps:
             return {}
-        offsets = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+        # one question per partition (aiokafka's public API); the first failure cancels the rest,
+        # which would otherwise go on retrying in the background
+        tasks = [asyncio.ensure_future(consumer.committed(tp)) for tp in tps]
+        try:
+            offsets = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
         return {tp: int(offset) for tp, offset in zip(tps, offsets) if offset is not None}
 
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
