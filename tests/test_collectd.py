@@ -111,6 +111,7 @@ def test_the_fast_decoder_returns_exactly_what_the_python_checks_return_for_the_
         _vl(values=[9223372036854775807, -9223372036854775808]),
         orjson.loads(_vl()) and orjson.dumps(orjson.loads(_vl())[0]),  # one object, not an array
         _vl(plugin="p" * 1024),
+        orjson.dumps([orjson.loads(_vl(host=f"h{i}"))[0] for i in range(20)]),  # 40 brackets, depth 3
     ],
 )
 def test_the_fast_decoder_agrees_with_the_python_checks_on_what_they_accept(raw: bytes) -> None:
