@@ -180,6 +180,23 @@ def test_invalid_utf8_in_a_name_is_kept_as_a_replacement_character() -> None:
     assert vl.host == "h\ufffd{0}"
 
 
+@pytest.mark.parametrize(
+    "number",
+    [b"7", b"18446744073709551615", b"18446744073709551616", b"-9223372036854775809", b"9" * 30, b"9" * 400, b"1e400", b"NaN"],
+)
+def test_a_message_with_invalid_utf8_reads_its_numbers_as_a_valid_one_would(number: bytes) -> None:
+    valid = _vl(values=[77, 1]).replace(b"77", number)
+    invalid = valid.replace(b'"h1"', b'"h\xff"')
+    outcomes = []
+    for raw in (valid, invalid):
+        try:
+            (vl,) = parse_value_lists(raw)
+            outcomes.append((vl.values, [type(v) for v in vl.values], [s.value for s in vl.samples()]))
+        except MalformedInput as exc:
+            outcomes.append(exc.reason.split(":")[0])
+    assert outcomes[0] == outcomes[1]
+
+
 def test_collectd_json_notifications_are_read_in_the_legacy_model() -> None:
     lines = (FIXTURES / "compute-0.notifications.jsonl").read_bytes().splitlines()
     notes = [n for line in lines for n in parse_notifications(line)]

@@ -232,14 +232,39 @@ def decode_json(raw: bytes | str) -> Any:
             # Valid UTF-8 that orjson refused: genuinely not JSON (or too deep).
             raise MalformedInput(f"not JSON: {_short(str(exc))}") from None
         try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
+            data = json.loads(
+                text, parse_int=_int_as_orjson, parse_float=_float_as_orjson, parse_constant=_no_constant
+            )
+        except (ValueError, RecursionError, OverflowError):
             raise MalformedInput(f"not JSON: {_short(str(exc))}") from None
     # Depth can only exceed the limit if there are more openers than the limit;
     # a write_kafka message has two, so the walk is skipped for real traffic.
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
         _check_depth(data, MAX_DEPTH)
     return data
+
+
+def _int_as_orjson(literal: str) -> int | float:
+    """An integer literal as orjson reads it: an int within 64 bits, a float beyond.
+
+    The invalid-UTF-8 fallback must read numbers as the main path does; a
+    Python int of any size would reach the renderer and overflow there.
+    """
+    value = int(literal)
+    if -(2**63) <= value < 2**64:
+        return value
+    return _float_as_orjson(literal)  # OverflowError beyond a double's range: refused as not JSON
+
+
+def _float_as_orjson(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"number {_short(literal, 40)} is out of range")
+    return value
+
+
+def _no_constant(literal: str) -> float:
+    raise ValueError(f"{literal} is not JSON")
 
 
 def _check_depth(data: Any, limit: int) -> None:
