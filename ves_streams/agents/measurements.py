@@ -202,7 +202,8 @@ async def wait_for_ingest(pipeline: Pipeline, deadline: float) -> IngestWait:
     if ingest is None:
         return IngestWait([])
     tps = ingest.assigned()
-    others = [tp for tp in ingest.input_partitions() if tp not in set(tps)]
+    owned = set(tps)
+    others = [tp for tp in ingest.input_partitions() if tp not in owned]
     if not tps and not others:
         return IngestWait([])
     # an answer or an acknowledgement this late means an outage, not load
@@ -271,10 +272,9 @@ async def _others_behind(ingest: Any, others: list[Any], ends: dict[Any, int], t
     refusal is seen through this worker's own partitions, and an unanswered
     question here would only delay every window.
     """
-    try:
-        committed = await asyncio.wait_for(ingest.group_committed(others), timeout)
-    except (asyncio.TimeoutError, KafkaError):
-        log.debug("cannot read the ingest group's committed offsets", exc_info=True)
+    committed = await _bounded(ingest.group_committed(others), timeout)
+    if committed is None:
+        log.debug("cannot read the ingest group's committed offsets within %.1f s", timeout)
         return []
     return [tp for tp in others if tp in committed and committed[tp] < ends.get(tp, 0)]
 
