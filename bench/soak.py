@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import math
+import shutil
 import signal
 import sys
 import tempfile
@@ -160,6 +161,11 @@ class Soak:
         for proc in self.procs.values():
             proc.stop()
         self.broker.stop()
+
+    def discard_data(self) -> None:
+        """Delete the brokers' logs and the workers' state (an hour at 1000 hosts is ~40 GB); keep logs and events."""
+        for path in [self.work / "kafka", *self.work.glob("*-data")]:
+            shutil.rmtree(path, ignore_errors=True)
 
     # -- faults ----------------------------------------------------------
 
@@ -443,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="sasl_ssl: the workers and the load reach the cluster over TLS with SCRAM-SHA-512, "
                              "configured only from its client.env (default plaintext)")  # fmt: skip
     parser.add_argument("--results", type=Path, default=PROJECT_DIR / "bench" / "results")
+    parser.add_argument("--keep-data", action="store_true", help="keep the brokers' and workers' data after the run")
     args = parser.parse_args(argv)
     soak = Soak(args)
     args.results.mkdir(parents=True, exist_ok=True)
@@ -455,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         report = soak.run()
     finally:
         soak.stop()
+        if not args.keep_data:
+            soak.discard_data()
     report["started_epoch"] = began
     report["kafka_security"] = args.kafka_security
     report["command"] = " ".join(["python -m bench.soak", *(argv if argv is not None else sys.argv[1:])])
