@@ -235,7 +235,7 @@ def decode_json(raw: bytes | str) -> Any:
             data = json.loads(
                 text, parse_int=_int_as_orjson, parse_float=_float_as_orjson, parse_constant=_no_constant
             )
-        except (ValueError, RecursionError, OverflowError):
+        except (ValueError, RecursionError):
             raise MalformedInput(f"not JSON: {_short(str(exc))}") from None
     # Depth can only exceed the limit if there are more openers than the limit;
     # a write_kafka message has two, so the walk is skipped for real traffic.
@@ -253,7 +253,7 @@ def _int_as_orjson(literal: str) -> int | float:
     value = int(literal)
     if -(2**63) <= value < 2**64:
         return value
-    return _float_as_orjson(literal)  # OverflowError beyond a double's range: refused as not JSON
+    return _float_as_orjson(literal)  # beyond a double's range it is infinite: refused as not JSON
 
 
 def _float_as_orjson(literal: str) -> float:
