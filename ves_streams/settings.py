@@ -385,6 +385,12 @@ class Settings:
     sink_retry_max_backoff: float = field(
         default=30.0, metadata=_env("SINK_RETRY_BACKOFF_MAX", _positive_seconds, header="sink.retry_backoff_max")
     )
+    # Requests in flight at most; the sink starts at one and adapts (ves_streams.sink.concurrency).
+    # 1 = one request at a time.
+    sink_max_concurrency: int = field(
+        default=32,
+        metadata=_env("SINK_MAX_CONCURRENCY", _int_in(1, 256, "a whole number of requests (1-256)"), header="sink.max_concurrency"),
+    )
     # A sink whose every delivery has failed this long answers /ready with 503 (it keeps retrying:
     # readiness tells the orchestrator and the alerts, it stops nothing).
     sink_unready_after: float = field(

@@ -439,6 +439,9 @@ class StageLoop(Service):
         runner, self._runner = self._runner, None
         await stop_task(runner, log)
         await self._wait_attempt()
+        for tp, offset in (await self.handler.stopping()).items():
+            if offset > self.handled.get(tp, -1):
+                self.handled[tp] = offset
         if self._consumer is not None and not self.spec.exactly_once:
             await self._commit(force=True)
         await self._close_io()
@@ -699,6 +702,13 @@ class _Controls:
             await asyncio.sleep(max(0.0, seconds))
         else:
             await poll.sleep(seconds)
+
+    async def hold_until(self, future: asyncio.Future[Any]) -> None:
+        poll = self._loop._poll  # noqa: SLF001
+        if poll is None:
+            await asyncio.wait({future})
+        else:
+            await poll.until(future)
 
     def still_current(self) -> Callable[[], bool]:
         loop = self._loop

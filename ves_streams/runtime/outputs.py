@@ -18,9 +18,10 @@ group membership alive.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
@@ -87,6 +88,10 @@ class LoopControls(Protocol):
         """Wait ``seconds`` with the partitions paused and the consumer polled (group membership kept)."""
         ...
 
+    async def hold_until(self, future: asyncio.Future[Any]) -> None:
+        """Wait until ``future`` is done, with the partitions paused and the consumer polled."""
+        ...
+
     def still_current(self) -> Callable[[], bool]:
         """A test that stays True until the partitions of the batch being handled are revoked."""
         ...
@@ -127,3 +132,7 @@ class StageHandler:
     def revoked(self) -> Mapping[TopicPartition, int]:
         """The partitions are going: forget what is held; return the offsets finished and not yet handed back."""
         return {}
+
+    async def stopping(self) -> Mapping[TopicPartition, int]:
+        """The loop is stopping (its task ended): finish or drop what is under way; return the offsets finished."""
+        return self.revoked()

@@ -1,11 +1,12 @@
 """HTTP(S) to the VES collector with ``requests``, without ever blocking the event loop.
 
-``requests`` is synchronous, so every request runs on one dedicated worker
-thread (:class:`concurrent.futures.ThreadPoolExecutor` with one thread, owned
-by :class:`VesHttpClient`), and the coroutine awaits it. One thread is
-enough and is what keeps the order guarantee simple: the sink has at most
-one request in flight. The ``requests.Session`` (connection pool, Basic
-auth, TLS settings) is created on that thread and only used there.
+``requests`` is synchronous, so every request runs on a worker thread of a
+pool owned by :class:`VesHttpClient` (one thread per request the sink may
+have in flight: ``max_requests``), and the coroutine awaits it. Each thread
+has its own ``requests.Session`` (connection pool, Basic auth, TLS
+settings), created on that thread and only used there, so requests in
+flight at once use connections of their own. Which requests may be in
+flight together (per-host order) is the delivery handler's business.
 
 Not the loop's default executor: Faust and aiokafka may use it too, and a
 collector stuck until its timeout must not starve them.
@@ -63,11 +64,15 @@ class VesHttpClient:
     sink service does both in ``on_start``/``on_stop``).
     """
 
-    def __init__(self, config: CollectorConfig, *, extra_secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, config: CollectorConfig, *, extra_secrets: tuple[str, ...] = (), max_requests: int = 1) -> None:
+        if max_requests < 1:
+            raise SinkConfigError(f"the HTTP client needs at least one thread, got {max_requests}")
         self.config = config
+        self.max_requests = max_requests
         self._secrets = config.secrets() + extra_secrets
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._lock = threading.Lock()
         self._sessions: list[requests.Session] = []
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE /
         # CURL_CA_BUNDLE override a session-level ``verify`` (requests#3829).
@@ -87,18 +92,21 @@ class VesHttpClient:
                 raise SinkConfigError(f"collector {name} {path!r}: no such file")
 
     async def start(self) -> None:
-        """Check TLS files and start the worker thread."""
+        """Check TLS files and start the worker threads' pool (threads start as requests need them)."""
         self.check_files()
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ves-sink-http")
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.max_requests, thread_name_prefix="ves-sink-http"
+            )
 
     async def close(self) -> None:
-        """Stop the worker thread (without waiting for a request in flight) and close the session."""
+        """Stop the worker threads (without waiting for requests in flight) and close the sessions."""
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        executor.submit(self._close_sessions)
         executor.shutdown(wait=False, cancel_futures=False)
+        # closing a session a thread is still using only closes its idle connections
+        self._close_sessions()
 
     async def post(self, url: str, body: bytes) -> HttpAnswer:
         """POST ``body`` to ``url``; an answer for any HTTP status, TransientDeliveryError otherwise."""
@@ -112,6 +120,13 @@ class VesHttpClient:
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
+            with self._lock:
+                return self._new_session()
+        return session
+
+    def _new_session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
             cfg = self.config
             session = requests.Session()
             if cfg.username is not None:
@@ -122,10 +137,11 @@ class VesHttpClient:
         return session
 
     def _close_sessions(self) -> None:
-        for session in self._sessions:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+            self._local = threading.local()
+        for session in sessions:
             session.close()
-        self._sessions.clear()
-        self._local = threading.local()
 
     def _post_blocking(self, url: str, body: bytes) -> HttpAnswer:
         cfg = self.config

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from ves_streams.runtime.kafka import KafkaConnection, KafkaSecurity
 from ves_streams.secret import Secret
 from ves_streams.sink.batching import BatchLimits
+from ves_streams.sink.concurrency import ConcurrencyLimits
 from ves_streams.sink.errors import SinkConfigError, scrub_url
 from ves_streams.sink.retry import RetryPolicy
 
@@ -156,6 +157,7 @@ class SinkConfig:
     dlq_topic: str = DEFAULT_DLQ_TOPIC
     batching: BatchLimits = field(default_factory=BatchLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: ConcurrencyLimits = field(default_factory=ConcurrencyLimits)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: Where a new consumer group starts: "earliest" so events produced before the sink first ran are delivered.
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -195,7 +197,7 @@ class SinkConfig:
         ``sink_batch_max_bytes``, ``sink_linger_ms``, ``sink_retry_max``
         (retries after the first attempt; 0 = forever),
         ``sink_retry_initial_backoff``, ``sink_retry_max_backoff``,
-        ``kafka_security_protocol``, ``kafka_sasl_mechanism``,
+        ``sink_max_concurrency``, ``kafka_security_protocol``, ``kafka_sasl_mechanism``,
         ``kafka_sasl_username``, ``kafka_sasl_password``,
         ``kafka_ssl_cafile``, ``kafka_ssl_certfile``, ``kafka_ssl_keyfile``.
         """
@@ -238,6 +240,7 @@ class SinkConfig:
                 max_backoff=float(get("sink_retry_max_backoff", retry_defaults.max_backoff)),
                 max_attempts=_attempts(int(get("sink_retry_max", 0))),
             ),
+            concurrency=ConcurrencyLimits(maximum=int(get("sink_max_concurrency", ConcurrencyLimits().maximum))),
             session_timeout_ms=int(float(get("session_timeout", 10.0)) * 1000),
             max_poll_interval_ms=int(float(get("max_poll_interval", 300.0)) * 1000),
             kafka_security=KafkaSecurity.from_settings(settings),

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from ves_streams.sink import metrics
 from ves_streams.sink.batching import Batch
 from ves_streams.sink.client import VesHttpClient
+from ves_streams.sink.concurrency import AdaptiveConcurrency, ConcurrencyLimits
 from ves_streams.sink.config import CollectorConfig
 from ves_streams.sink.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from ves_streams.sink.records import SinkRecord
@@ -95,8 +96,11 @@ class BatchDelivery:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
+        concurrency: AdaptiveConcurrency | None = None,
     ) -> None:
         self.collector = collector
+        #: how many requests may be in flight; every attempt's round trip and outcome is reported to it
+        self.concurrency = concurrency if concurrency is not None else AdaptiveConcurrency(ConcurrencyLimits(maximum=1))
         self.policy = policy
         self.client = client
         self.schedule = EndpointSchedule(collector.url, collector.backup_url, policy.failback_after)
@@ -175,6 +179,7 @@ class BatchDelivery:
             except TransientDeliveryError as exc:
                 error = exc
                 metrics.HTTP_RESPONSES.labels(code="none", endpoint=endpoint).inc()
+                self.concurrency.attempted(None, back_pressure=True, now=self._clock())
             else:
                 metrics.HTTP_RESPONSES.labels(code=str(answer.status), endpoint=endpoint).inc()
                 metrics.REQUEST_LATENCY.labels(endpoint=endpoint).observe(answer.elapsed)
@@ -184,6 +189,10 @@ class BatchDelivery:
                     url=url,
                     retry_after=answer.retry_after,
                     now_epoch=self._wallclock(),
+                )
+                transient = isinstance(error, TransientDeliveryError)
+                self.concurrency.attempted(
+                    None if transient else answer.elapsed, back_pressure=transient, now=self._clock()
                 )
             if error is None:
                 self._failing_since = None

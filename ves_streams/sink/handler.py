@@ -4,13 +4,33 @@ The sink runs on the same :class:`~ves_streams.runtime.loop.StageLoop` as
 the processing stages; what is its own is here. :class:`DeliveryHandler`
 parses each record (:func:`~ves_streams.sink.records.parse_record`), groups
 them into per-domain requests (:class:`~ves_streams.sink.batching.Batcher`),
-delivers every sealed request, faults first and each domain in order (:class:`~ves_streams.sink.delivery.BatchDelivery`)
-and hands the loop, as a :class:`DeliveryOutput`, the dead letters
-(malformed, oversize, refused) and the offsets that are finished.
+starts every sealed request it may (:class:`~ves_streams.sink.delivery.BatchDelivery`,
+each in a task of its own) and hands the loop, as a :class:`DeliveryOutput`,
+the dead letters (malformed, oversize, refused) and the offsets that are
+finished.
 
-Unlike a repartitioning handler it holds records between batches (a
-request lingers to fill up) and finishes them out of Kafka order (the
-domains' requests seal at different times). So:
+**Requests are pipelined.** Several requests are in flight at once, as many
+as :class:`~ves_streams.sink.concurrency.AdaptiveConcurrency` allows (it
+grows while round trips stay flat, and shrinks on errors and rising
+latency), so a collector 100 ms away is not capped at one batch per round
+trip. What stays as it was:
+
+* **per-host order within a domain**: a request starts only when no
+  earlier request of its domain that is unfinished (in flight, or sealed
+  and waiting) carries one of its keys; retried or not, a host's events of
+  a domain reach the collector in the order they were produced;
+* **faults first**: ready fault requests start before the others, and may
+  use one request beyond the limit, so a fault sealed at an interval
+  boundary does not queue behind the boundary's measurements;
+* **Kafka is the buffer**: when as many sealed requests wait as the limit
+  allows in flight, :meth:`~DeliveryHandler.handle` holds through the loop's
+  :meth:`~ves_streams.runtime.outputs.LoopControls.hold_until` (partitions
+  paused, consumer polled: the group membership survives an outage of any
+  length) until a request finishes; what the sink holds is bounded by the
+  open-batch budget plus twice the concurrency limit in requests.
+
+It holds records between batches (a request lingers to fill up) and
+finishes them out of Kafka order, so:
 
 * its :class:`~ves_streams.sink.offsets.OffsetTracker` offers the loop only
   the contiguous finished prefix of each partition: a record counts as
@@ -18,20 +38,20 @@ domains' requests seal at different times). So:
   acknowledged (:meth:`DeliveryHandler.acknowledged`);
 * :meth:`~DeliveryHandler.room` bounds each fetch by the batcher's open
   budget and :meth:`~DeliveryHandler.next_deadline` wakes the loop when a
-  request has lingered long enough;
-* while a request is retried, the wait goes through the loop's
-  :meth:`~ves_streams.runtime.outputs.LoopControls.hold` (partitions paused,
-  consumer polled: Kafka is the buffer, the group membership survives), and
-  a revoke abandons it (:meth:`~DeliveryHandler.revoked` hands back what was
-  accepted so far, then forgets everything else; the partitions' next owner
-  delivers it again).
+  request has lingered long enough, or when a request finished (to commit
+  it and write its dead letters);
+* a revoke abandons what is in flight (:meth:`~DeliveryHandler.revoked`
+  hands back what was accepted so far, cancels the rest and forgets
+  everything else; the partitions' next owner delivers it again), and a
+  stop waits up to :data:`STOP_GRACE` seconds for requests in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,12 +65,14 @@ from ves_streams.sink.delivery import BatchDelivery, DeliveryReport
 from ves_streams.sink.offsets import OffsetTracker
 from ves_streams.sink.records import DeadLetter, Malformed, SinkRecord, dead_letter, parse_record
 
-__all__ = ["PRIORITY_DOMAINS", "DeliveryHandler", "DeliveryOutput"]
+__all__ = ["PRIORITY_DOMAINS", "STOP_GRACE", "DeliveryHandler", "DeliveryOutput"]
 
 logger = logging.getLogger(__name__)
 
-#: Domains whose ready requests go before the others' (:meth:`DeliveryHandler._next_ready`).
+#: Domains whose ready requests go before the others' (:meth:`DeliveryHandler._start_ready`).
 PRIORITY_DOMAINS = frozenset({"fault"})
+#: How long a stopping sink waits for its requests in flight before abandoning them (seconds).
+STOP_GRACE = 5.0
 
 
 @dataclass(slots=True)
@@ -65,6 +87,18 @@ class DeliveryOutput(StageOutput):
         self.letter_sources.append((TopicPartition(source.topic, source.partition), source.offset, kind))
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A sealed batch and the keys (hosts) it carries: what orders it against its domain's others."""
+
+    batch: Batch
+    keys: frozenset[bytes | None]
+
+    @classmethod
+    def of(cls, batch: Batch) -> _Request:
+        return cls(batch, frozenset(record.key for record in batch.records))
+
+
 class DeliveryHandler(StageHandler):
     """Batches and delivers ``ves-events`` records; see the module docstring."""
 
@@ -77,7 +111,19 @@ class DeliveryHandler(StageHandler):
         self._clock = clock
         self._batcher = Batcher(limits)
         self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._ready: deque[Batch] = deque()
+        #: sealed, not started, in the order they were sealed
+        self._ready: deque[_Request] = deque()
+        #: requests in flight, and their keys per domain
+        self._running: set[asyncio.Task[None]] = set()
+        self._keys_in_flight: dict[str, Counter[bytes | None]] = {}
+        #: requests finished since the last :meth:`handle` (their refusals become dead letters there)
+        self._reports: list[DeliveryReport] = []
+        #: set when a request finishes: wakes a :meth:`handle` that holds
+        self._wake: asyncio.Future[None] | None = None
+        #: bumped by a revoke: a request of an earlier epoch reports nothing
+        self._epoch = 0
+        #: a request that failed with an exception (a bug): raised by the next :meth:`handle`, which crashes the loop
+        self._failure: BaseException | None = None
 
     # -- what the loop asks -----------------------------------------------
 
@@ -85,7 +131,7 @@ class DeliveryHandler(StageHandler):
         return min(max_batch, self._batcher.room())
 
     def next_deadline(self) -> float | None:
-        if self._ready:
+        if self._reports or self._failure is not None:
             return self._clock()
         return self._batcher.next_deadline()
 
@@ -93,7 +139,12 @@ class DeliveryHandler(StageHandler):
         """Records taken from Kafka and not yet finished (what the sink holds in memory)."""
         return self._tracker.in_flight()
 
+    def requests_in_flight(self) -> int:
+        """Requests to the collector under way."""
+        return len(self._running)
+
     async def handle(self, messages: Sequence[InputMessage]) -> DeliveryOutput:
+        self._raise_failure()
         wanted = self.controls.still_current() if self.controls is not None else (lambda: True)
         tracker = self._tracker
         output = DeliveryOutput()
@@ -114,38 +165,30 @@ class DeliveryHandler(StageHandler):
                 output.add_letter(parsed, dead_letter(parsed, reason=parsed.reason), "malformed")
                 continue
             sealed, rejected = self._batcher.add(parsed, now)
-            self._ready.extend(sealed)
+            self._ready.extend(_Request.of(batch) for batch in sealed)
             if rejected is not None:
                 _log_letter(parsed, rejected.reason)
                 output.add_letter(parsed, dead_letter(parsed, reason=rejected.reason), "oversize")
-        self._ready.extend(self._batcher.due(self._clock()))
-        delivery = self._delivery()
-        while self._ready and wanted():
-            index = self._next_ready()
-            report = await delivery.deliver(self._ready[index], wanted=wanted)
-            if report is None or not wanted():
-                break  # revoked: the new owner delivers it again
-            del self._ready[index]
-            self._finish(report, output)
-        output.handled = tracker.committable()
+        self._ready.extend(_Request.of(batch) for batch in self._batcher.due(self._clock()))
+        self._start_ready()
+        # as many requests wait as may be in flight: let Kafka hold the rest
+        while wanted() and len(self._ready) >= max(1, self._delivery().concurrency.limit):
+            await self._hold_until_one_finishes()
+            self._raise_failure()
+        if wanted():
+            self._take_reports(output)
+        output.handled = self._tracker.committable()
         return output
 
-    def _next_ready(self) -> int:
-        """Which ready request goes next: the oldest fault request, else the oldest request.
-
-        A fault is what an operator acts on, and the requests sealed at an
-        interval boundary are mostly measurements (a whole window of every
-        host); a fault sealed behind them waited for all of them. Within a
-        domain requests keep their order, so each host's events of a domain
-        still reach the collector in the order they were produced (across
-        domains there is no order to keep: see the README, "Per-host order
-        within a domain"); the offset tracker commits only finished prefixes,
-        so delivering out of Kafka order moves no commit past a record.
-        """
-        for index, batch in enumerate(self._ready):
-            if batch.domain in PRIORITY_DOMAINS:
-                return index
-        return 0
+    async def settled(self) -> None:
+        """Wait until no request is in flight (or waiting to start): every sealed request finished."""
+        while self._running or self._ready:
+            if self._running:
+                await asyncio.wait(set(self._running))
+            else:
+                self._start_ready()
+                if not self._running:
+                    return
 
     def acknowledged(self, output: StageOutput) -> None:
         """The dead letters are written: their records are finished too."""
@@ -158,21 +201,126 @@ class DeliveryHandler(StageHandler):
 
     def revoked(self) -> Mapping[TopicPartition, int]:
         finished = self._tracker.committable()
+        self._epoch += 1
+        for task in self._running:
+            task.cancel()
+        if self._running:
+            self._delivery().concurrency.forget_in_flight()
+        self._running = set()
+        self._keys_in_flight = {}
+        self._reports = []
         self._batcher = Batcher(self.limits)
         self._tracker = OffsetTracker()
         self._ready.clear()
+        self._signal()
         return finished
 
-    # -- what a delivery report finishes -----------------------------------
+    async def stopping(self) -> Mapping[TopicPartition, int]:
+        """Give the requests in flight :data:`STOP_GRACE` seconds to finish (fewer redeliveries), then revoke."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=STOP_GRACE)
+        return self.revoked()
 
-    def _finish(self, report: DeliveryReport, output: DeliveryOutput) -> None:
+    # -- requests ----------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        """Start every ready request that may go now: faults first, each domain in order, within the limit.
+
+        A request waits while an unfinished earlier request of its domain
+        (in flight, or ready before it) shares a key with it: that is what
+        keeps each host's events of a domain in order. Across domains there
+        is no order to keep (see the README, "Per-host order within a
+        domain"); the offset tracker commits only finished prefixes, so
+        finishing out of Kafka order moves no commit past a record.
+        """
+        if not self._ready:
+            return
+        concurrency = self._delivery().concurrency
+        waiting: dict[str, set[bytes | None]] = {}
+        started: set[int] = set()
+        for priority in (True, False):
+            extra = 1 if priority else 0
+            for index, request in enumerate(self._ready):
+                domain = request.batch.domain
+                if (domain in PRIORITY_DOMAINS) != priority:
+                    continue
+                if not concurrency.available(extra):
+                    break
+                blocked = waiting.setdefault(domain, set())
+                in_flight = self._keys_in_flight.get(domain)
+                if request.keys.isdisjoint(blocked) and (not in_flight or request.keys.isdisjoint(in_flight)):
+                    started.add(index)
+                    self._start(request)
+                else:
+                    blocked.update(request.keys)
+        if started:
+            self._ready = deque(r for i, r in enumerate(self._ready) if i not in started)
+
+    def _start(self, request: _Request) -> None:
+        delivery = self._delivery()
+        delivery.concurrency.started()
+        self._keys_in_flight.setdefault(request.batch.domain, Counter()).update(request.keys)
+        task = asyncio.ensure_future(self._deliver(delivery, request, self._epoch))
+        self._running.add(task)
+        metrics.REQUESTS_IN_FLIGHT.set(len(self._running))
+        metrics.CONCURRENCY_LIMIT.set(delivery.concurrency.limit)
+
+    async def _deliver(self, delivery: BatchDelivery, request: _Request, epoch: int) -> None:
+        current = lambda: epoch == self._epoch  # noqa: E731
+        report = None
+        try:
+            report = await delivery.deliver(request.batch, wanted=current)
+        except Exception as exc:
+            if current():
+                self._failure = exc
+                self._signal()
+            return
+        finally:
+            if current():
+                self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+                delivery.concurrency.finished()
+                keys = self._keys_in_flight[request.batch.domain]
+                keys.subtract(request.keys)
+                for key in request.keys:
+                    if keys[key] <= 0:
+                        del keys[key]
+                metrics.REQUESTS_IN_FLIGHT.set(len(self._running))
+                metrics.CONCURRENCY_LIMIT.set(delivery.concurrency.limit)
+        if report is None or not current():
+            return  # revoked: the new owner delivers it again
         for record in report.delivered:
             self._tracker.finished(TopicPartition(record.topic, record.partition), record.offset)
-        for refusal in report.refused:
-            record = refusal.record
-            _log_letter(record, refusal.message)
-            letter = dead_letter(record, reason=refusal.message, status=refusal.status, body=refusal.body, url=refusal.url)
-            output.add_letter(record, letter, refusal.kind)
+        self._reports.append(report)
+        self._start_ready()
+        self._signal()
+
+    def _take_reports(self, output: DeliveryOutput) -> None:
+        reports, self._reports = self._reports, []
+        for report in reports:
+            for refusal in report.refused:
+                record = refusal.record
+                _log_letter(record, refusal.message)
+                letter = dead_letter(record, reason=refusal.message, status=refusal.status, body=refusal.body, url=refusal.url)
+                output.add_letter(record, letter, refusal.kind)
+
+    async def _hold_until_one_finishes(self) -> None:
+        wake = self._wake
+        if wake is None or wake.done():
+            wake = self._wake = asyncio.get_running_loop().create_future()
+        if self.controls is not None:
+            await self.controls.hold_until(wake)
+        else:
+            await asyncio.wait({wake})
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _signal(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
 
 def _log_letter(record: SinkRecord, reason: str) -> None:

@@ -26,6 +26,8 @@ __all__ = [
     "REQUEST_LATENCY",
     "RETRIES",
     "COMMITS",
+    "CONCURRENCY_LIMIT",
+    "REQUESTS_IN_FLIGHT",
 ]
 
 DELIVERED = Counter(
@@ -78,6 +80,15 @@ ENDPOINT_ACTIVE = Gauge(
     "ves_streams_sink_endpoint_active",
     "1 for the collector endpoint (primary or backup) the sink last delivered to",
     ["endpoint"],
+)
+REQUESTS_IN_FLIGHT = Gauge(
+    "ves_streams_sink_requests_in_flight",
+    "Requests to the collector under way",
+)
+CONCURRENCY_LIMIT = Gauge(
+    "ves_streams_sink_concurrency_limit",
+    "How many requests the sink may have in flight now (adaptive: grows while round trips stay flat, "
+    "shrinks on errors and rising latency)",
 )
 COMMITS = Counter(
     "ves_streams_sink_offset_commits",

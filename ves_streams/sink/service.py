@@ -16,11 +16,16 @@ What it guarantees:
   written to the dead-letter topic (:class:`~ves_streams.sink.offsets.OffsetTracker`).
   A crash or stop redelivers what was in flight.
 * **Per-host order within a domain** at the collector (see :mod:`ves_streams.sink.batching`).
-* **Kafka is the buffer.** While a batch is being retried nothing more is
-  fetched: the consumer's partitions are paused and polled empty, which keeps
-  the group membership alive however long the outage (no
-  ``max.poll.interval.ms`` eviction) and holds no records in memory. Memory
-  is bounded by the open-batch budget, not by the outage's length.
+* **Pipelined, adaptively.** Several requests are in flight at once, as many
+  as the collector's round trips allow (:mod:`ves_streams.sink.concurrency`,
+  at most ``VES_STREAMS_SINK_MAX_CONCURRENCY``), faults first.
+* **Kafka is the buffer.** Once as many requests wait as may be in flight
+  (the collector slow or away, its requests retried) nothing more is
+  fetched: the consumer's partitions are paused and polled empty, which
+  keeps the group membership alive however long the outage (no
+  ``max.poll.interval.ms`` eviction) and holds no more records in memory.
+  Memory is bounded by the open-batch budget and the concurrency limit, not
+  by the outage's length.
 * **Never crashes on data.** Malformed records, oversize events and refused
   events go to the dead-letter topic and delivery continues. Only a bug or
   an unusable Kafka crashes the service (``mode``'s crash, logged).
@@ -40,6 +45,7 @@ from typing import Any
 from ves_streams.runtime.loop import StageLoop, StageSpec
 from ves_streams.sink import metrics
 from ves_streams.sink.client import VesHttpClient
+from ves_streams.sink.concurrency import AdaptiveConcurrency
 from ves_streams.sink.config import SinkConfig
 from ves_streams.sink.delivery import BatchDelivery
 from ves_streams.sink.errors import scrub
@@ -105,10 +111,16 @@ class SinkService(StageLoop):
 
     async def _start_client(self) -> None:
         cfg = self.config
-        self._client = VesHttpClient(cfg.collector, extra_secrets=cfg.kafka_security.secrets())
+        # one thread per request in flight, and one for the fault beyond the limit (see the handler)
+        self._client = VesHttpClient(
+            cfg.collector, extra_secrets=cfg.kafka_security.secrets(), max_requests=cfg.concurrency.maximum + 1
+        )
         await self._client.start()
-        # retries wait with the partitions paused and polled: Kafka is the buffer, the group is kept
-        self._delivery = BatchDelivery(cfg.collector, cfg.retry, self._client, wait=self.controls.hold)
+        # a retried request waits in its own task; the loop holds (partitions paused and polled) once
+        # as many requests wait as may be in flight: Kafka is the buffer, the group is kept
+        self._delivery = BatchDelivery(
+            cfg.collector, cfg.retry, self._client, concurrency=AdaptiveConcurrency(cfg.concurrency)
+        )
         logger.info(
             "VES sink: delivering to %s (backup %s), VES v%s, batching %s",
             cfg.collector.url,
@@ -116,6 +128,8 @@ class SinkService(StageLoop):
             cfg.collector.ves_version,
             "on" if cfg.batching.enabled else "off",
         )
+        if cfg.concurrency.maximum > 1:
+            logger.info("VES sink: up to %d requests in flight (adaptive, from 1)", cfg.concurrency.maximum)
 
     async def on_start(self) -> None:
         try:
