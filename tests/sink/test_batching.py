@@ -157,6 +157,28 @@ def test_linger_seals_a_batch_after_its_first_record_waits_long_enough() -> None
     assert batcher.next_deadline() is None and batcher.buffered_events == 0
 
 
+def test_a_lingering_batch_the_caller_has_no_request_for_keeps_filling() -> None:
+    batcher = Batcher(BatchLimits(max_events=3, linger_ms=200))
+    batcher.add(record("measurement", "h1", 1), now=10.0)
+    batcher.add(record("fault", "h1", 2), now=10.0)
+    only_faults = lambda domain: domain == "fault"  # noqa: E731
+    assert [_ids(b) for b in batcher.due(10.5, only_faults)] == [["h1-fault-2"]]
+    assert batcher.next_deadline(only_faults) is None, "no deadline for a batch that may not be sealed"
+    sealed, _ = batcher.add(record("measurement", "h2", 3), now=10.6)
+    sealed, _ = batcher.add(record("measurement", "h3", 4), now=10.7)
+    assert [(_ids(b), b.full) for b in sealed] == [(["h1-measurement-1", "h2-measurement-3", "h3-measurement-4"], True)]
+
+
+def test_only_batches_that_could_take_no_more_are_full() -> None:
+    batcher = Batcher(BatchLimits(max_events=2, linger_ms=0))
+    sealed, _ = batcher.add(record("fault", "h1", 1), now=0.0)
+    assert sealed == []
+    [lingered] = batcher.due(0.0)
+    batcher.add(record("fault", "h1", 2), now=0.0)
+    sealed, _ = batcher.add(record("fault", "h1", 3), now=0.0)
+    assert (lingered.full, [b.full for b in sealed]) == (False, [True])
+
+
 def test_batching_off_sends_each_event_alone_as_single_event_body() -> None:
     batcher = Batcher(BatchLimits(enabled=False))
     r = record("heartbeat", "h1", 1)

@@ -9,16 +9,17 @@ from ves_streams.sink.errors import SinkConfigError
 
 
 def _saturated_period(c: AdaptiveConcurrency, now: float, rtt: float, *, back_pressure: bool = False) -> float:
-    """Fill every permit, let each request answer after ``rtt``; return the time after the period."""
+    """Fill every permit with a full request waiting for more, let each answer after ``rtt``; return the time after."""
     while c.available():
         c.started()
+    c.starved()
     for _ in range(c.in_flight):
         c.attempted(None if back_pressure else rtt, back_pressure=back_pressure, now=now + rtt)
         c.finished()
     return now + rtt
 
 
-def test_flat_round_trips_with_every_permit_used_grow_the_limit_by_one_per_period() -> None:
+def test_flat_round_trips_with_full_requests_waiting_grow_the_limit_by_one_per_period() -> None:
     c = AdaptiveConcurrency(ConcurrencyLimits(maximum=8))
     now = 0.0
     limits = []
@@ -44,6 +45,14 @@ def test_the_limit_does_not_grow_without_evidence_that_more_was_wanted() -> None
         now += 0.125
         c.attempted(0.125, back_pressure=False, now=now)
         c.finished()
+    assert c.limit == 4
+    for _ in range(10):  # every permit in use, but no full request waiting: the batching keeps up
+        while c.available():
+            c.started()
+        now += 0.125
+        for _ in range(c.in_flight):
+            c.attempted(0.125, back_pressure=False, now=now)
+            c.finished()
     assert c.limit == 4
 
 

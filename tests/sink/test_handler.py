@@ -106,8 +106,8 @@ def test_a_fault_delivered_ahead_of_a_lingering_measurement_does_not_move_the_co
     async def body(handler: DeliveryHandler) -> tuple[DeliveryOutput, DeliveryOutput, float | None]:
         # offset 0 opens a measurement batch; offsets 1 and 2 fill (and seal) a fault batch
         await handler.handle([_message(0, "measurement", 0), _message(1, "fault", 1), _message(2, "fault", 2)])
-        deadline = handler.next_deadline()
         first = await _after_requests(handler)  # the faults' request finished
+        deadline = handler.next_deadline()
         clock.now += 0.05
         await handler.handle([])  # the loop wakes at the deadline with no new input
         return first, await _after_requests(handler), deadline
@@ -259,6 +259,26 @@ def test_requests_to_a_slow_collector_are_pipelined_and_each_host_keeps_its_orde
     for host in hosts:
         sequences = [h["sequence"] for h in received if h["sourceName"] == host and h["domain"] == "measurement"]
         assert sequences == list(range(5)), f"{host}'s measurements arrived in the order they were produced"
+
+
+def test_while_no_request_is_free_a_lingering_batch_keeps_filling_and_goes_as_one_request(
+    ves_collector: VesCollector,
+) -> None:
+    ves_collector.control(delay=0.3)
+    limits = BatchLimits(max_events=100, linger_ms=0)
+
+    async def body(handler: DeliveryHandler) -> DeliveryOutput:
+        await handler.handle([_host_message(0, "measurement", "h0", 0)])  # lingers out at once: the only request
+        for offset in range(1, 6):  # arrive while it is in flight
+            await handler.handle([_host_message(offset, "measurement", f"h{offset}", offset)])
+        return await _after_requests(handler)
+
+    output = _with_handler(ves_collector, limits, time.monotonic, body)
+    requests: dict[str, list[str]] = {}
+    for r in ves_collector.records():
+        requests.setdefault(r["request"], []).append(r["event"]["commonEventHeader"]["sourceName"])
+    assert sorted(requests.values()) == [["h0"], ["h1", "h2", "h3", "h4", "h5"]]
+    assert output.handled == {TP: 6}
 
 
 def test_a_request_that_fails_with_an_exception_crashes_the_next_handle(ves_collector: VesCollector) -> None:

@@ -33,6 +33,7 @@ Everything here is pure: time is an argument (seconds, any monotonic clock).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ves_streams.sink.errors import SinkConfigError
@@ -113,6 +114,9 @@ class Batch:
     domain: str
     records: tuple[SinkRecord, ...]
     single: bool = False
+    #: sealed because it could take no more (count, bytes or the open budget), not because it lingered:
+    #: a full request waiting for a permit is what tells the sink more concurrency would help
+    full: bool = False
 
     def body(self) -> bytes:
         """The request body."""
@@ -178,11 +182,12 @@ class Batcher:
             return 1
         return max(1, OPEN_BUDGET * self.limits.max_events - self._events)
 
-    def next_deadline(self) -> float | None:
-        """When the oldest open batch lingers out, or None if nothing is open."""
-        if not self._open:
+    def next_deadline(self, may_seal: Callable[[str], bool] | None = None) -> float | None:
+        """When the oldest open batch (of a domain ``may_seal`` allows) lingers out, or None if none is open."""
+        opened = [b.opened_at for d, b in self._open.items() if may_seal is None or may_seal(d)]
+        if not opened:
             return None
-        return min(b.opened_at for b in self._open.values()) + self.limits.linger
+        return min(opened) + self.limits.linger
 
     def add(self, record: SinkRecord, now: float) -> tuple[list[Batch], Rejected | None]:
         """Take one record; return the batches sealed by it (deliver in order) and any rejection.
@@ -196,7 +201,7 @@ class Batcher:
         if not limits.enabled:
             if single_body_size(size) > limits.max_bytes:
                 return [], self._oversize(record, single_body_size(size))
-            return [Batch(record.domain, (record,), single=True)], None
+            return [Batch(record.domain, (record,), single=True, full=True)], None
         if batch_body_size(1, size) > limits.max_bytes:
             return [], self._oversize(record, batch_body_size(1, size))
 
@@ -206,7 +211,7 @@ class Batcher:
         if current is not None and (
             len(current.records) >= limits.max_events or current.size_with(record) > limits.max_bytes
         ):
-            sealed.append(self._seal(domain))
+            sealed.append(self._seal(domain, full=True))
             current = None
         if current is None:
             current = _OpenBatch(domain, now)
@@ -216,28 +221,35 @@ class Batcher:
         self._events += 1
         self._bytes += size
         if len(current.records) >= limits.max_events:
-            sealed.append(self._seal(domain))
+            sealed.append(self._seal(domain, full=True))
         while self._open and (
             self._events > OPEN_BUDGET * limits.max_events or self._bytes > OPEN_BUDGET * limits.max_bytes
         ):
-            sealed.append(self._seal(next(iter(self._open))))
+            sealed.append(self._seal(next(iter(self._open)), full=True))
         return sealed, None
 
-    def due(self, now: float) -> list[Batch]:
-        """Seal and return every open batch that has lingered long enough, oldest first."""
+    def due(self, now: float, may_seal: Callable[[str], bool] | None = None) -> list[Batch]:
+        """Seal and return every open batch that has lingered long enough, oldest first.
+
+        ``may_seal(domain)`` False keeps that domain's batch open however long
+        it lingered: the sink has no request to spare for it, and the batch
+        is better off filling up meanwhile.
+        """
         linger = self.limits.linger
-        ready = [d for d, b in self._open.items() if now >= b.opened_at + linger]
+        ready = [
+            d for d, b in self._open.items() if now >= b.opened_at + linger and (may_seal is None or may_seal(d))
+        ]
         return [self._seal(d) for d in ready]
 
     def flush(self) -> list[Batch]:
         """Seal and return every open batch, oldest first."""
         return [self._seal(d) for d in list(self._open)]
 
-    def _seal(self, domain: str) -> Batch:
+    def _seal(self, domain: str, *, full: bool = False) -> Batch:
         ob = self._open.pop(domain)
         self._events -= len(ob.records)
         self._bytes -= ob.events_bytes
-        return Batch(domain, tuple(ob.records))
+        return Batch(domain, tuple(ob.records), full=full)
 
     def _oversize(self, record: SinkRecord, body_size: int) -> Rejected:
         return Rejected(

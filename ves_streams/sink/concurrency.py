@@ -11,8 +11,11 @@ multiplicative decrease, on round-trip times):
 * requests are timed per attempt; every *period* (one past mean RTT long)
   the period's mean RTT is compared with an exponentially weighted mean of
   the past periods (and its deviation);
-* if the limit was reached in the period, nothing pushed back and the RTT
-  did not rise, the limit grows by one;
+* if, in the period, a full request had to wait for a permit (evidence
+  that more concurrency would carry more: requests that are not full say
+  the batching keeps up, and bigger batches are kinder to a collector than
+  more requests), nothing pushed back and the RTT did not rise, the limit
+  grows by one;
 * if anything pushed back (a 5xx, 429, timeout or refused connection: every
   transient error) or the RTT rose past the past mean plus
   ``rtt_deviation_scale`` deviations, the limit is multiplied by
@@ -79,8 +82,9 @@ class AdaptiveConcurrency:
     """The current limit on requests in flight; see the module docstring.
 
     The caller reports :meth:`started` before each request (a batch's whole
-    delivery, retries included), :meth:`attempted` after every attempt, and
-    :meth:`finished` when the request is done.
+    delivery, retries included), :meth:`attempted` after every attempt,
+    :meth:`finished` when the request is done, and :meth:`starved` when a
+    full request is ready and no permit is free.
     """
 
     def __init__(self, limits: ConcurrencyLimits) -> None:
@@ -105,8 +109,10 @@ class AdaptiveConcurrency:
 
     def started(self) -> None:
         self.in_flight += 1
-        if self.in_flight >= self.limit:
-            self._reached_limit = True
+
+    def starved(self) -> None:
+        """A full request is ready and every permit is in use: more concurrency would be used."""
+        self._reached_limit = True
 
     def attempted(self, rtt: float | None, *, back_pressure: bool, now: float) -> None:
         """One attempt ended: ``rtt`` if the collector processed it (accepted or refused), None otherwise."""
@@ -156,4 +162,4 @@ class AdaptiveConcurrency:
         self._rtt_sum = 0.0
         self._rtt_count = 0
         self._back_pressure = False
-        self._reached_limit = self.in_flight >= self.limit
+        self._reached_limit = False

@@ -19,9 +19,15 @@ trip. What stays as it was:
   earlier request of its domain that is unfinished (in flight, or sealed
   and waiting) carries one of its keys; retried or not, a host's events of
   a domain reach the collector in the order they were produced;
-* **faults first**: ready fault requests start before the others, and may
-  use one request beyond the limit, so a fault sealed at an interval
-  boundary does not queue behind the boundary's measurements;
+* **faults first**: ready fault requests start before the others, and,
+  once the collector has shown it takes more than one request at a time,
+  may use one beyond the limit, so a fault sealed at an interval boundary
+  does not queue behind the boundary's measurements;
+* **bigger batches before more requests**: a batch that has lingered is
+  sealed only when a request could start for it; while every permit is in
+  use it keeps filling (a slow collector gets fewer, fuller requests, as
+  it did with one request at a time), and only full requests waiting for
+  a permit let the limit grow;
 * **Kafka is the buffer**: when as many sealed requests wait as the limit
   allows in flight, :meth:`~DeliveryHandler.handle` holds through the loop's
   :meth:`~ves_streams.runtime.outputs.LoopControls.hold_until` (partitions
@@ -133,7 +139,8 @@ class DeliveryHandler(StageHandler):
     def next_deadline(self) -> float | None:
         if self._reports or self._failure is not None:
             return self._clock()
-        return self._batcher.next_deadline()
+        # a batch with no request to spare keeps filling; a finishing request wakes the loop (its report)
+        return self._batcher.next_deadline(self._may_seal)
 
     def in_flight(self) -> int:
         """Records taken from Kafka and not yet finished (what the sink holds in memory)."""
@@ -169,7 +176,7 @@ class DeliveryHandler(StageHandler):
             if rejected is not None:
                 _log_letter(parsed, rejected.reason)
                 output.add_letter(parsed, dead_letter(parsed, reason=rejected.reason), "oversize")
-        self._ready.extend(_Request.of(batch) for batch in self._batcher.due(self._clock()))
+        self._seal_due()
         self._start_ready()
         # as many requests wait as may be in flight: let Kafka hold the rest
         while wanted() and len(self._ready) >= max(1, self._delivery().concurrency.limit):
@@ -239,12 +246,14 @@ class DeliveryHandler(StageHandler):
         waiting: dict[str, set[bytes | None]] = {}
         started: set[int] = set()
         for priority in (True, False):
-            extra = 1 if priority else 0
+            extra = self._extra_permits(priority)
             for index, request in enumerate(self._ready):
                 domain = request.batch.domain
                 if (domain in PRIORITY_DOMAINS) != priority:
                     continue
                 if not concurrency.available(extra):
+                    if any(r.batch.full for r in self._ready):
+                        concurrency.starved()
                     break
                 blocked = waiting.setdefault(domain, set())
                 in_flight = self._keys_in_flight.get(domain)
@@ -255,6 +264,22 @@ class DeliveryHandler(StageHandler):
                     blocked.update(request.keys)
         if started:
             self._ready = deque(r for i, r in enumerate(self._ready) if i not in started)
+
+    def _seal_due(self) -> None:
+        self._ready.extend(_Request.of(batch) for batch in self._batcher.due(self._clock(), self._may_seal))
+
+    def _extra_permits(self, priority: bool) -> int:
+        """Permits beyond the limit: one for faults, once the collector has shown it takes more than one.
+
+        A collector held at one request at a time (slow, or failing) gets
+        one at a time, faults first; one that takes several never makes a
+        fault wait for a measurement request to finish.
+        """
+        return 1 if priority and self._delivery().concurrency.limit > 1 else 0
+
+    def _may_seal(self, domain: str) -> bool:
+        """A lingering batch of ``domain`` is sealed only when a request could start for it now."""
+        return self._delivery().concurrency.available(self._extra_permits(domain in PRIORITY_DOMAINS))
 
     def _start(self, request: _Request) -> None:
         delivery = self._delivery()
@@ -291,6 +316,7 @@ class DeliveryHandler(StageHandler):
         for record in report.delivered:
             self._tracker.finished(TopicPartition(record.topic, record.partition), record.offset)
         self._reports.append(report)
+        self._seal_due()  # a batch that kept filling while no request was free goes now
         self._start_ready()
         self._signal()
 
