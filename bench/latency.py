@@ -294,6 +294,8 @@ class SinkResult:
     """A sink-only worker delivering a ready backlog of events to a fresh collector."""
 
     events: int
+    #: seconds the collector held every request (0: it answered as fast as it could)
+    collector_delay: float = 0.0
     delivered: float = 0.0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
@@ -301,6 +303,9 @@ class SinkResult:
     peak_rss_mb: float = 0.0
     collector_cpu_seconds: float = 0.0  # the collector validates every event: it can be the limit
     lag_end: dict[str, int] = field(default_factory=dict)
+    #: the sink's concurrency limit and requests in flight, as sampled every 0.1 s: the most seen
+    peak_concurrency_limit: float = 0.0
+    peak_requests_in_flight: float = 0.0
     error: str | None = None
 
     @property
@@ -322,19 +327,28 @@ def run_sink_backlog(
     topology: Path,
     time_box: float,
     extra_env: Mapping[str, str] | None = None,
+    collector_delay: float = 0.0,
 ) -> SinkResult:
-    """Time a sink-only worker (``VES_STREAMS_ROLE=sink``) through every event in ``events_topic``."""
-    app_id = f"{run_id}-sink"
+    """Time a sink-only worker (``VES_STREAMS_ROLE=sink``) through every event in ``events_topic``.
+
+    ``collector_delay`` > 0 makes the collector hold every request that long
+    (a collector far away, or busy): what pipelined requests are for.
+    """
+    app_id = f"{run_id}-sink" + (f"-{int(collector_delay * 1000)}ms" if collector_delay else "")
     total = asyncio.run(broker.message_count([events_topic]))
-    result = SinkResult(total)
-    collector = CollectorProcess(work_dir / f"{app_id}-collector.log", work_dir / f"{app_id}-events.jsonl")
+    result = SinkResult(total, collector_delay=collector_delay)
+    collector = CollectorProcess(work_dir / f"{app_id}-collector.log", work_dir / f"{app_id}-events.jsonl",
+                                 control=collector_delay > 0)  # fmt: skip
     worker: WorkerProcess | None = None
     try:
         collector.start()
+        url = collector.wait_listening()
+        if collector_delay:
+            collector.control(delay=collector_delay)
         settings = worker_settings(
             broker, app_id, work_dir / f"{app_id}-data", topology,
             VES_STREAMS_ROLE="sink", VES_STREAMS_EVENTS_TOPIC=events_topic,
-            VES_STREAMS_COLLECTOR_URL=collector.wait_listening(), **(extra_env or {}),
+            VES_STREAMS_COLLECTOR_URL=url, **(extra_env or {}),
         )  # fmt: skip
         worker = WorkerProcess("sink", work_dir / f"{app_id}-worker.log", settings, free_ports(1)[0])
         worker.start()
@@ -344,7 +358,10 @@ def run_sink_backlog(
         while time.monotonic() < deadline:
             worker.check_alive()
             worker.sample()
-            delivered = _delivered(worker)
+            metrics = worker.metrics() or {}
+            delivered = _metric(metrics, "ves_streams_sink_events_delivered")
+            result.peak_concurrency_limit = max(result.peak_concurrency_limit, _metric(metrics, "ves_streams_sink_concurrency_limit"))
+            result.peak_requests_in_flight = max(result.peak_requests_in_flight, _metric(metrics, "ves_streams_sink_requests_in_flight"))
             now = time.perf_counter()
             if start is None and delivered > 0:
                 worker.mark_cpu()
@@ -372,9 +389,8 @@ def run_sink_backlog(
     return result
 
 
-def _delivered(worker: WorkerProcess) -> float:
-    metrics = worker.metrics() or {}
-    return sum(v for (name, _labels), v in metrics.items() if name == "ves_streams_sink_events_delivered")
+def _metric(metrics: Mapping[tuple[str, Any], float], wanted: str) -> float:
+    return sum(v for (name, _labels), v in metrics.items() if name == wanted)
 
 
 def _load1() -> float:

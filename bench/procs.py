@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -267,12 +268,20 @@ _LISTENING = re.compile(r"VES collector listening on https?://[^:\s]+:(\d+)")
 class CollectorProcess(BenchProcess):
     """``ves-streams collector --port 0 --quiet --record FILE``: the real local collector."""
 
-    def __init__(self, log_path: Path, record: Path) -> None:
+    def __init__(self, log_path: Path, record: Path, *, control: bool = False) -> None:
         command = [sys.executable, "-m", "ves_streams.cli", "collector", "--host", "127.0.0.1", "--port", "0",
                    "--record", str(record), "--quiet"]  # fmt: skip
+        if control:
+            command.append("--control")
         super().__init__("collector", command, log_path)
         self.record = record
         self.port: int | None = None
+
+    def control(self, **command: Any) -> None:
+        """``POST /_control`` (needs ``control=True``): e.g. ``delay=0.1`` makes every request take 100 ms."""
+        response = requests.post(f"http://127.0.0.1:{self.port}/_control", json=command, timeout=5)
+        if response.status_code != 200:
+            raise ProcessError(f"collector refused the control command {command}: {response.status_code} {response.text[:200]}")
 
     def wait_listening(self, timeout: float = 30.0) -> str:
         """Wait for the 'listening on' line and ``/healthcheck``; return the collector's URL."""

@@ -52,6 +52,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTITIONS = 8
 #: Seconds the Faust passthrough reference may take (it is a per-CPU-second figure).
 FAUST_TIME_BOX = 45.0
+#: Seconds the collector of the second sink phase holds each request (the issue's "100 ms collector").
+SLOW_COLLECTOR = 0.1
 #: Backlogs larger than this are timed once by the baseline (it takes ~20 s each at 10000 hosts).
 REPEAT_MAX_BACKLOG = 100_000
 
@@ -158,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "ingest": [],
         "latency": [],
         "sink": None,
+        "sink_slow_collector": None,
+        "sink_slow_collector_serial": None,
         "profiles": [],
     }
     broker = BenchBroker(work_dir / "kafka", args.kafka_version, PARTITIONS)
@@ -190,6 +194,21 @@ def main(argv: list[str] | None = None) -> int:
                                         topology=args.topology, time_box=min(args.time_box, FAUST_TIME_BOX),
                                         extra_env=args.worker_env)  # fmt: skip
                 report["sink"] = sink.as_dict()
+                _save(report, args.results, stamp)
+                _say(f"sink: the same backlog to a collector that takes {SLOW_COLLECTOR * 1000:.0f} ms per request")
+                slow = run_sink_backlog(broker, source["events_topic"], run_id=run_id, work_dir=work_dir,
+                                        topology=args.topology, time_box=min(args.time_box, FAUST_TIME_BOX),
+                                        extra_env=args.worker_env, collector_delay=SLOW_COLLECTOR)  # fmt: skip
+                report["sink_slow_collector"] = slow.as_dict()
+                _say(f"  {slow.rate:,.0f} events/s, concurrency limit up to {slow.peak_concurrency_limit:.0f}")
+                _save(report, args.results, stamp)
+                _say("sink: the same, one request at a time (VES_STREAMS_SINK_MAX_CONCURRENCY=1: the sink before pipelining)")
+                serial = run_sink_backlog(broker, source["events_topic"], run_id=f"{run_id}-serial", work_dir=work_dir,
+                                          topology=args.topology, time_box=min(args.time_box, FAUST_TIME_BOX) / 3,
+                                          extra_env={**args.worker_env, "VES_STREAMS_SINK_MAX_CONCURRENCY": "1"},
+                                          collector_delay=SLOW_COLLECTOR)  # fmt: skip
+                report["sink_slow_collector_serial"] = serial.as_dict()
+                _say(f"  {serial.rate:,.0f} events/s; pipelined/serial {slow.rate / serial.rate if serial.rate else 0:.1f}x")
         if args.profile:
             report["profiles"] = _profile_phase(broker, capture, run_id, args, work_dir, stamp)
     finally:
