@@ -101,7 +101,7 @@ class MachineCpu:
         return (busy - self._start[0]) / d_total if d_total > 0 else 0.0
 
 
-_METRIC_LINE = re.compile(r'^(ves_streams_[a-z_]+?)(?:_total)?\{([^}]*)\}\s+([0-9.eE+-]+)$')
+_METRIC_LINE = re.compile(r'^(ves_streams_[a-z_]+?)(?:_total)?(?:\{([^}]*)\})?\s+([0-9.eE+-]+)$')
 
 
 def worker_metrics(port: int, timeout: float = 2.0) -> dict[tuple[str, str], float] | None:
@@ -119,7 +119,7 @@ def worker_metrics(port: int, timeout: float = 2.0) -> dict[tuple[str, str], flo
     for line in response.text.splitlines():
         match = _METRIC_LINE.match(line)
         if match:
-            out[(match.group(1), match.group(2))] = float(match.group(3))
+            out[(match.group(1), match.group(2) or "")] = float(match.group(3))
     return out
 
 

@@ -281,6 +281,25 @@ def test_while_no_request_is_free_a_lingering_batch_keeps_filling_and_goes_as_on
     assert output.handled == {TP: 6}
 
 
+def test_a_stop_lets_the_requests_in_flight_finish_and_starts_no_other(ves_collector: VesCollector) -> None:
+    ves_collector.control(delay=0.3)
+    limits = BatchLimits(max_events=1, linger_ms=0)
+
+    async def body(handler: DeliveryHandler) -> tuple[Any, int]:
+        # h0's request flies; h1's and h2's wait for the one permit, the loop holding in handle()
+        messages = [_host_message(offset, "fault", f"h{offset}", offset) for offset in range(3)]
+        loop_task = asyncio.ensure_future(handler.handle(messages))
+        await asyncio.sleep(0.05)
+        loop_task.cancel()  # the loop's task is stopped first, then the handler is told
+        finished = await handler.stopping()
+        return finished, handler.requests_in_flight()
+
+    finished, in_flight = _with_handler(ves_collector, limits, time.monotonic, body)
+    assert finished == {TP: 1}, "the request in flight finished within the grace, and is committed"
+    assert in_flight == 0
+    assert _delivered_ids(ves_collector) == ["h0-fault-0"], "nothing new started while stopping"
+
+
 def test_a_request_that_fails_with_an_exception_crashes_the_next_handle(ves_collector: VesCollector) -> None:
     config = CollectorConfig(url=ves_collector.url)
 

@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from ves_streams.identity import OutputRecord
+from ves_streams.runtime.loop import HOLD_AFTER
 from ves_streams.runtime.outputs import InputMessage, StageHandler, StageOutput
 from ves_streams.sink import metrics
 from ves_streams.sink.batching import Batch, Batcher, BatchLimits
@@ -130,6 +131,8 @@ class DeliveryHandler(StageHandler):
         self._epoch = 0
         #: a request that failed with an exception (a bug): raised by the next :meth:`handle`, which crashes the loop
         self._failure: BaseException | None = None
+        #: set while stopping: requests in flight may finish, no new one starts
+        self._closing = False
 
     # -- what the loop asks -----------------------------------------------
 
@@ -220,13 +223,18 @@ class DeliveryHandler(StageHandler):
         self._tracker = OffsetTracker()
         self._ready.clear()
         self._signal()
+        metrics.REQUESTS_IN_FLIGHT.set(0)
         return finished
 
     async def stopping(self) -> Mapping[TopicPartition, int]:
         """Give the requests in flight :data:`STOP_GRACE` seconds to finish (fewer redeliveries), then revoke."""
-        if self._running:
-            await asyncio.wait(set(self._running), timeout=STOP_GRACE)
-        return self.revoked()
+        self._closing = True
+        try:
+            if self._running:
+                await asyncio.wait(set(self._running), timeout=STOP_GRACE)
+            return self.revoked()
+        finally:
+            self._closing = False
 
     # -- requests ----------------------------------------------------------
 
@@ -240,7 +248,7 @@ class DeliveryHandler(StageHandler):
         domain"); the offset tracker commits only finished prefixes, so
         finishing out of Kafka order moves no commit past a record.
         """
-        if not self._ready:
+        if not self._ready or self._closing:
             return
         concurrency = self._delivery().concurrency
         waiting: dict[str, set[bytes | None]] = {}
@@ -330,9 +338,19 @@ class DeliveryHandler(StageHandler):
                 output.add_letter(record, letter, refusal.kind)
 
     async def _hold_until_one_finishes(self) -> None:
+        """Wait for a request to finish: briefly as is, then with the partitions paused and polled.
+
+        A request usually finishes within a round trip; a paused poll runs
+        out its slice even when the wait is over, so it is only worth it
+        once the wait is long enough to matter to ``max.poll.interval.ms``
+        (the loop waits for a produce's acknowledgement the same way).
+        """
         wake = self._wake
         if wake is None or wake.done():
             wake = self._wake = asyncio.get_running_loop().create_future()
+        done, _ = await asyncio.wait({wake}, timeout=HOLD_AFTER)
+        if done:
+            return
         if self.controls is not None:
             await self.controls.hold_until(wake)
         else:
