@@ -306,6 +306,8 @@ class SinkResult:
     #: the sink's concurrency limit and requests in flight, as sampled every 0.1 s: the most seen
     peak_concurrency_limit: float = 0.0
     peak_requests_in_flight: float = 0.0
+    #: (seconds since the first delivery, events delivered, concurrency limit, requests in flight), every 0.5 s
+    timeline: list[tuple[float, float, float, float]] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -370,6 +372,10 @@ def run_sink_backlog(
             if start is not None:
                 result.delivered = delivered - start[1]
                 result.seconds = now - start[0]
+                if not result.timeline or result.seconds - result.timeline[-1][0] >= 0.5:
+                    result.timeline.append((round(result.seconds, 2), result.delivered,
+                                            _metric(metrics, "ves_streams_sink_concurrency_limit"),
+                                            _metric(metrics, "ves_streams_sink_requests_in_flight")))  # fmt: skip
                 if delivered >= total:
                     result.complete = True
                     break

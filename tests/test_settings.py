@@ -73,6 +73,7 @@ def test_every_variable_is_read() -> None:
         "VES_STREAMS_SINK_RETRY_BACKOFF_INITIAL": "1",
         "VES_STREAMS_SINK_RETRY_BACKOFF_MAX": "60",
         "VES_STREAMS_SINK_UNREADY_AFTER": "90",
+        "VES_STREAMS_SINK_MAX_CONCURRENCY": "4",
         "VES_STREAMS_KAFKA_SASL_MECHANISM": "scram-sha-512",
         "VES_STREAMS_KAFKA_USERNAME": "kuser",
         "VES_STREAMS_KAFKA_PASSWORD": "kpass",
@@ -93,6 +94,7 @@ def test_every_variable_is_read() -> None:
     assert (s.web_port, s.partitions, s.replication) == (7000, 8, 3)
     assert s.web_host == "worker-1.ves-streams"
     assert s.sink_unready_after == 90.0
+    assert s.sink_max_concurrency == 4
     assert s.dlq_topic == "my-dlq"
     assert s.hostname == "worker-1"
     assert (s.sink_batch_max_events, s.sink_batch_max_bytes, s.sink_linger_ms, s.sink_batching) == (10, 65536, 0, False)
@@ -123,6 +125,7 @@ def test_empty_variable_counts_as_unset() -> None:
         ("VES_STREAMS_DLQ_TOPIC", "a/b", "VES_STREAMS_DLQ_TOPIC: must be a Kafka topic name"),
         ("VES_STREAMS_SINK_BATCHING", "maybe", "VES_STREAMS_SINK_BATCHING: must be on/off"),
         ("VES_STREAMS_SINK_BATCH_MAX_BYTES", "12", "VES_STREAMS_SINK_BATCH_MAX_BYTES: must be a number of bytes"),
+        ("VES_STREAMS_SINK_MAX_CONCURRENCY", "0", "VES_STREAMS_SINK_MAX_CONCURRENCY: must be a whole number of requests"),
         ("VES_STREAMS_TOPOLOGY", "no/such/file.yaml", "VES_STREAMS_TOPOLOGY: must name an existing topology file"),
         ("VES_STREAMS_COLLECTOR_CA_BUNDLE", "/no/such/ca.pem", "VES_STREAMS_COLLECTOR_CA_BUNDLE: must name an existing file"),
         ("VES_STREAMS_KAFKA_SASL_MECHANISM", "GSSAPI", "VES_STREAMS_KAFKA_SASL_MECHANISM: must be one of PLAIN"),

@@ -215,3 +215,15 @@ def test_one_by_one_keeps_order_as_single_requests() -> None:
 def test_invalid_limits_are_refused_naming_the_setting(kwargs: dict[str, Any]) -> None:
     with pytest.raises(SinkConfigError, match="sink"):
         BatchLimits(**kwargs)
+
+
+def test_each_partition_is_a_lane_of_its_own_so_batches_of_different_partitions_share_no_host() -> None:
+    batcher = Batcher(BatchLimits(max_events=2, linger_ms=10_000))
+    sealed = []
+    # two rounds of four hosts, hosts h0/h1 in partition 0 and h2/h3 in partition 1, as a backlog holds them
+    for rnd in range(2):
+        for i in range(4):
+            sealed += batcher.add(record("measurement", f"h{i}", rnd, offset=rnd * 4 + i, partition=i // 2), 0.0)[0]
+    hosts = [{r.key for r in b.records} for b in sealed]
+    assert hosts == [{b"h0", b"h1"}, {b"h2", b"h3"}, {b"h0", b"h1"}, {b"h2", b"h3"}]
+    assert all(len({r.partition for r in b.records}) == 1 for b in sealed), "no batch mixes partitions"

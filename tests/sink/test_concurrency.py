@@ -19,14 +19,21 @@ def _saturated_period(c: AdaptiveConcurrency, now: float, rtt: float, *, back_pr
     return now + rtt
 
 
-def test_flat_round_trips_with_full_requests_waiting_grow_the_limit_by_one_per_period() -> None:
-    c = AdaptiveConcurrency(ConcurrencyLimits(maximum=8))
+def test_the_limit_doubles_from_the_start_until_the_first_decrease_then_grows_by_one_per_period() -> None:
+    c = AdaptiveConcurrency(ConcurrencyLimits(maximum=64))
     now = 0.0
     limits = []
-    for _ in range(6):
+    for _ in range(5):
         now = _saturated_period(c, now, 0.125)
         limits.append(c.limit)
-    assert limits == [1, 2, 3, 4, 5, 6], "the first period sets the reference, each later one adds a request"
+    assert limits == [1, 2, 4, 8, 16], "the first period sets the reference, each later one doubles"
+    now = _saturated_period(c, now, 0.125, back_pressure=True)
+    assert c.limit == 14, "back pressure takes a tenth off"
+    after = []
+    for _ in range(4):
+        now = _saturated_period(c, now, 0.125)
+        after.append(c.limit)
+    assert [b - a for a, b in zip(after[1:], after[2:])] == [1, 1], f"after a decrease, one more per period: {after}"
 
 
 def test_the_limit_never_exceeds_the_maximum() -> None:

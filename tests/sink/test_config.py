@@ -32,6 +32,7 @@ def test_from_settings_maps_every_sink_setting(tmp_path) -> None:
         SINK_BATCH_MAX_BYTES="65536",
         SINK_LINGER_MS="20",
         SINK_RETRY_MAX="4",
+        SINK_MAX_CONCURRENCY="6",
         EVENTS_TOPIC="my-events",
         EVENTS_DLQ_TOPIC="my-events-dlq",
     )
@@ -47,6 +48,7 @@ def test_from_settings_maps_every_sink_setting(tmp_path) -> None:
     b = config.batching
     assert (b.enabled, b.max_events, b.max_bytes, b.linger_ms) == (False, 50, 65536, 20)
     assert config.retry.max_attempts == 5, "4 retries after the first attempt"
+    assert (config.concurrency.maximum, config.concurrency.initial) == (6, 1), "adapts from one request up to six"
     assert "pw-123" not in repr(config)
 
 
@@ -57,6 +59,7 @@ def test_from_settings_defaults_are_the_documented_ones() -> None:
     assert config.collector.ves_version == "7"
     assert (config.batching.max_events, config.batching.max_bytes, config.batching.linger_ms) == (100, 1024 * 1024, 20)
     assert (config.retry.initial_backoff, config.retry.max_backoff, config.retry.max_attempts) == (0.5, 30.0, 0)
+    assert config.concurrency.maximum == 32
     assert config.kafka_security.security_protocol == "PLAINTEXT"
 
 

@@ -3,10 +3,17 @@
 The rule (what :class:`Batcher` guarantees):
 
 * **One domain per batch.** ONAP's collector refuses an ``eventList`` that
-  mixes domains (400 SVC0001), so there is one *open* batch per domain.
-* **Per-host order within a domain.** Sealed batches are delivered one at
-  a time in the order they were sealed, and records keep their Kafka order
-  inside a batch, so each host's (each key's, the event's ``sourceName``)
+  mixes domains (400 SVC0001), so there is one *open* batch per domain and
+  Kafka partition. The partition is a *lane*: a host's events all come from
+  one partition (``ves-events`` is keyed by ``sourceName``), so batches of
+  different partitions never share a host and may be in flight together,
+  while the batches of one lane follow each other. One batch per domain
+  for all partitions made consecutive batches of a backlog (several rounds
+  of the same hosts) share hosts, and wait for each other.
+* **Per-host order within a domain.** A sealed batch is delivered only
+  after every earlier unfinished batch of its domain that shares a host
+  with it (the delivery handler sees to it), and records keep their Kafka
+  order inside a batch, so each host's (each key's, the event's ``sourceName``)
   events of one domain reach the collector in the order they were produced.
   Across domains there is no order: a VES collector publishes each domain to
   its own topic (ONAP: measurements, faults and heartbeats on separate
@@ -162,7 +169,8 @@ class Batcher:
 
     def __init__(self, limits: BatchLimits) -> None:
         self.limits = limits
-        self._open: dict[str, _OpenBatch] = {}
+        #: open batches by (domain, Kafka partition): a partition is a lane (see the module docstring)
+        self._open: dict[tuple[str, int], _OpenBatch] = {}
         self._events = 0
         self._bytes = 0
 
@@ -184,7 +192,7 @@ class Batcher:
 
     def next_deadline(self, may_seal: Callable[[str], bool] | None = None) -> float | None:
         """When the oldest open batch (of a domain ``may_seal`` allows) lingers out, or None if none is open."""
-        opened = [b.opened_at for d, b in self._open.items() if may_seal is None or may_seal(d)]
+        opened = [b.opened_at for (d, _), b in self._open.items() if may_seal is None or may_seal(d)]
         if not opened:
             return None
         return min(opened) + self.limits.linger
@@ -207,21 +215,22 @@ class Batcher:
 
         sealed: list[Batch] = []
         domain = record.domain
-        current = self._open.get(domain)
+        lane = (domain, record.partition)
+        current = self._open.get(lane)
         if current is not None and (
             len(current.records) >= limits.max_events or current.size_with(record) > limits.max_bytes
         ):
-            sealed.append(self._seal(domain, full=True))
+            sealed.append(self._seal(lane, full=True))
             current = None
         if current is None:
             current = _OpenBatch(domain, now)
-            self._open[domain] = current
+            self._open[lane] = current
         current.records.append(record)
         current.events_bytes += size
         self._events += 1
         self._bytes += size
         if len(current.records) >= limits.max_events:
-            sealed.append(self._seal(domain, full=True))
+            sealed.append(self._seal(lane, full=True))
         while self._open and (
             self._events > OPEN_BUDGET * limits.max_events or self._bytes > OPEN_BUDGET * limits.max_bytes
         ):
@@ -237,7 +246,7 @@ class Batcher:
         """
         linger = self.limits.linger
         ready = [
-            d for d, b in self._open.items() if now >= b.opened_at + linger and (may_seal is None or may_seal(d))
+            k for k, b in self._open.items() if now >= b.opened_at + linger and (may_seal is None or may_seal(k[0]))
         ]
         return [self._seal(d) for d in ready]
 
@@ -245,8 +254,9 @@ class Batcher:
         """Seal and return every open batch, oldest first."""
         return [self._seal(d) for d in list(self._open)]
 
-    def _seal(self, domain: str, *, full: bool = False) -> Batch:
-        ob = self._open.pop(domain)
+    def _seal(self, lane: tuple[str, int], *, full: bool = False) -> Batch:
+        ob = self._open.pop(lane)
+        domain = ob.domain
         self._events -= len(ob.records)
         self._bytes -= ob.events_bytes
         return Batch(domain, tuple(ob.records), full=full)

@@ -274,7 +274,17 @@ class DeliveryHandler(StageHandler):
             self._ready = deque(r for i, r in enumerate(self._ready) if i not in started)
 
     def _seal_due(self) -> None:
-        self._ready.extend(_Request.of(batch) for batch in self._batcher.due(self._clock(), self._may_seal))
+        """Seal the lingered batches a request is free for, oldest first; the others keep filling."""
+        claimed = 0
+
+        def may_seal(domain: str) -> bool:
+            nonlocal claimed
+            if self._free_permits(domain) - claimed <= 0:
+                return False
+            claimed += 1
+            return True
+
+        self._ready.extend(_Request.of(batch) for batch in self._batcher.due(self._clock(), may_seal))
 
     def _extra_permits(self, priority: bool) -> int:
         """Permits beyond the limit: one for faults, once the collector has shown it takes more than one.
@@ -287,7 +297,13 @@ class DeliveryHandler(StageHandler):
 
     def _may_seal(self, domain: str) -> bool:
         """A lingering batch of ``domain`` is sealed only when a request could start for it now."""
-        return self._delivery().concurrency.available(self._extra_permits(domain in PRIORITY_DOMAINS))
+        return self._free_permits(domain) > 0
+
+    def _free_permits(self, domain: str) -> int:
+        """Requests that could start now for a new batch of ``domain``, after those already waiting."""
+        concurrency = self._delivery().concurrency
+        extra = self._extra_permits(domain in PRIORITY_DOMAINS)
+        return concurrency.limit + extra - concurrency.in_flight - len(self._ready)
 
     def _start(self, request: _Request) -> None:
         delivery = self._delivery()
