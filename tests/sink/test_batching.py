@@ -227,3 +227,15 @@ def test_each_partition_is_a_lane_of_its_own_so_batches_of_different_partitions_
     hosts = [{r.key for r in b.records} for b in sealed]
     assert hosts == [{b"h0", b"h1"}, {b"h2", b"h3"}, {b"h0", b"h1"}, {b"h2", b"h3"}]
     assert all(len({r.partition for r in b.records}) == 1 for b in sealed), "no batch mixes partitions"
+
+
+def test_without_lanes_one_batch_per_domain_takes_every_partition_and_a_switch_seals_what_is_open() -> None:
+    batcher = Batcher(BatchLimits(max_events=10, linger_ms=10_000))
+    assert batcher.use_lanes(False) == [], "nothing open, nothing sealed"
+    for i in range(4):
+        batcher.add(record("measurement", f"h{i}", 0, offset=i, partition=i % 2), 0.0)
+    [whole] = batcher.use_lanes(True)
+    assert [r.key for r in whole.records] == [b"h0", b"h1", b"h2", b"h3"], "both partitions in one batch, in order"
+    for i in range(4):
+        batcher.add(record("measurement", f"h{i}", 1, offset=4 + i, partition=i % 2), 0.0)
+    assert [[r.key for r in b.records] for b in batcher.flush()] == [[b"h0", b"h2"], [b"h1", b"h3"]]

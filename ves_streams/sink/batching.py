@@ -3,8 +3,9 @@
 The rule (what :class:`Batcher` guarantees):
 
 * **One domain per batch.** ONAP's collector refuses an ``eventList`` that
-  mixes domains (400 SVC0001), so there is one *open* batch per domain and
-  Kafka partition. The partition is a *lane*: a host's events all come from
+  mixes domains (400 SVC0001), so there is one *open* batch per domain and,
+  while the sink has more than one request in flight (:meth:`Batcher.use_lanes`),
+  per Kafka partition. The partition is a *lane*: a host's events all come from
   one partition (``ves-events`` is keyed by ``sourceName``), so batches of
   different partitions never share a host and may be in flight together,
   while the batches of one lane follow each other. One batch per domain
@@ -173,6 +174,8 @@ class Batcher:
         self._open: dict[tuple[str, int], _OpenBatch] = {}
         self._events = 0
         self._bytes = 0
+        #: open batches per domain and partition (lanes), or per domain only
+        self._lanes = True
 
     @property
     def buffered_events(self) -> int:
@@ -189,6 +192,20 @@ class Batcher:
         if not self.limits.enabled:
             return 1
         return max(1, OPEN_BUDGET * self.limits.max_events - self._events)
+
+    def use_lanes(self, lanes: bool) -> list[Batch]:
+        """Open batches per domain and partition (``True``) or per domain only; returns what a switch sealed.
+
+        Lanes pay only when requests fly together: with one request at a
+        time they only make each request carry one partition's events. A
+        switch seals every open batch first (oldest first, to be delivered
+        before anything opened after it), so a host's events never sit in
+        two open batches of one domain.
+        """
+        if lanes == self._lanes:
+            return []
+        self._lanes = lanes
+        return self.flush()
 
     def next_deadline(self, may_seal: Callable[[str], bool] | None = None) -> float | None:
         """When the oldest open batch (of a domain ``may_seal`` allows) lingers out, or None if none is open."""
@@ -215,7 +232,7 @@ class Batcher:
 
         sealed: list[Batch] = []
         domain = record.domain
-        lane = (domain, record.partition)
+        lane = (domain, record.partition if self._lanes else -1)
         current = self._open.get(lane)
         if current is not None and (
             len(current.records) >= limits.max_events or current.size_with(record) > limits.max_bytes

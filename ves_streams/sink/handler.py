@@ -159,6 +159,8 @@ class DeliveryHandler(StageHandler):
         tracker = self._tracker
         output = DeliveryOutput()
         now = self._clock()
+        # lanes (a batch per partition) once requests fly together; one batch per domain while one at a time
+        self._ready.extend(_Request.of(batch) for batch in self._batcher.use_lanes(self._delivery().concurrency.limit > 1))
         for message in messages:
             tracker.consumed(TopicPartition(message.topic, message.partition), message.offset)
             parsed = parse_record(
