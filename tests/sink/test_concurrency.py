@@ -10,12 +10,12 @@ from ves_streams.sink.errors import SinkConfigError
 
 def _saturated_period(c: AdaptiveConcurrency, now: float, rtt: float, *, back_pressure: bool = False) -> float:
     """Fill every permit with a full request waiting for more, let each answer after ``rtt``; return the time after."""
-    while c.available():
-        c.started()
+    in_flight = 0
+    while c.available(in_flight):
+        in_flight += 1
     c.starved()
-    for _ in range(c.in_flight):
+    for _ in range(in_flight):
         c.attempted(None if back_pressure else rtt, back_pressure=back_pressure, now=now + rtt)
-        c.finished()
     return now + rtt
 
 
@@ -48,18 +48,13 @@ def test_the_limit_does_not_grow_without_evidence_that_more_was_wanted() -> None
     c = AdaptiveConcurrency(ConcurrencyLimits(maximum=8, initial=4))
     now = 0.0
     for _ in range(10):  # one request at a time, under a limit of four
-        c.started()
         now += 0.125
         c.attempted(0.125, back_pressure=False, now=now)
-        c.finished()
     assert c.limit == 4
     for _ in range(10):  # every permit in use, but no full request waiting: the batching keeps up
-        while c.available():
-            c.started()
         now += 0.125
-        for _ in range(c.in_flight):
+        for _ in range(c.limit):
             c.attempted(0.125, back_pressure=False, now=now)
-            c.finished()
     assert c.limit == 4
 
 
@@ -84,15 +79,12 @@ def test_a_round_trip_far_above_the_past_mean_shrinks_the_limit() -> None:
     assert c.limit == int(grown * 0.9)
 
 
-def test_requests_in_flight_are_counted_and_a_revoke_forgets_them() -> None:
+def test_a_request_may_start_while_fewer_than_the_limit_are_in_flight_and_priority_ones_beyond_it() -> None:
     c = AdaptiveConcurrency(ConcurrencyLimits(maximum=4, initial=2))
-    c.started()
-    assert c.available() and c.available(extra=1)
-    c.started()
-    assert not c.available(), "two of two permits in use"
-    assert c.available(extra=1), "a priority request may use one beyond the limit"
-    c.forget_in_flight()
-    assert c.in_flight == 0 and c.available()
+    assert c.available(0) and c.available(1) and c.available(1, extra=1)
+    assert not c.available(2), "two of two permits in use"
+    assert c.available(2, extra=1), "a priority request may use one beyond the limit"
+    assert not c.available(3, extra=1)
 
 
 def test_a_maximum_of_one_is_one_request_at_a_time_whatever_happens() -> None:

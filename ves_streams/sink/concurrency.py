@@ -84,16 +84,16 @@ class _Ewma:
 class AdaptiveConcurrency:
     """The current limit on requests in flight; see the module docstring.
 
-    The caller reports :meth:`started` before each request (a batch's whole
-    delivery, retries included), :meth:`attempted` after every attempt,
-    :meth:`finished` when the request is done, and :meth:`starved` when a
-    full request is ready and no permit is free.
+    The caller asks :meth:`available` with the number of requests it has in
+    flight (a request is a batch's whole delivery, retries included; the
+    caller counts them, this class does not keep a second count), reports
+    :meth:`attempted` after every attempt and :meth:`starved` when a full
+    request is ready and no permit is free.
     """
 
     def __init__(self, limits: ConcurrencyLimits) -> None:
         self.limits = limits
         self.limit = limits.initial
-        self.in_flight = 0
         self._past = _Ewma(limits.ewma_alpha)
         self._next_update = -math.inf
         self._rtt_sum = 0.0
@@ -108,12 +108,9 @@ class AdaptiveConcurrency:
         """False when the limit is fixed at 1."""
         return self.limits.maximum > 1
 
-    def available(self, extra: int = 0) -> bool:
-        """True when one more request may start (``extra`` permits beyond the limit for priority requests)."""
-        return self.in_flight < self.limit + extra
-
-    def started(self) -> None:
-        self.in_flight += 1
+    def available(self, in_flight: int, extra: int = 0) -> bool:
+        """True when one more request may start beside ``in_flight`` (``extra`` permits beyond the limit)."""
+        return in_flight < self.limit + extra
 
     def starved(self) -> None:
         """A full request is ready and every permit is in use: more concurrency would be used."""
@@ -127,13 +124,6 @@ class AdaptiveConcurrency:
             self._rtt_sum += rtt
             self._rtt_count += 1
         self._adjust(now)
-
-    def finished(self) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
-
-    def forget_in_flight(self) -> None:
-        """Every request in flight was abandoned (a revoke): none is counted any more."""
-        self.in_flight = 0
 
     def _adjust(self, now: float) -> None:
         current = self._rtt_sum / self._rtt_count if self._rtt_count else None

@@ -216,8 +216,6 @@ class DeliveryHandler(StageHandler):
         self._epoch += 1
         for task in self._running:
             task.cancel()
-        if self._running:
-            self._delivery().concurrency.forget_in_flight()
         self._running = set()
         self._keys_in_flight = {}
         self._reports = []
@@ -225,7 +223,7 @@ class DeliveryHandler(StageHandler):
         self._tracker = OffsetTracker()
         self._ready.clear()
         self._signal()
-        metrics.REQUESTS_IN_FLIGHT.set(0)
+        self._publish_gauges()
         return finished
 
     async def stopping(self) -> Mapping[TopicPartition, int]:
@@ -261,7 +259,7 @@ class DeliveryHandler(StageHandler):
                 domain = request.batch.domain
                 if (domain in PRIORITY_DOMAINS) != priority:
                     continue
-                if not concurrency.available(extra):
+                if not concurrency.available(len(self._running), extra):
                     if any(r.batch.full for r in self._ready):
                         concurrency.starved()
                     break
@@ -305,16 +303,14 @@ class DeliveryHandler(StageHandler):
         """Requests that could start now for a new batch of ``domain``, after those already waiting."""
         concurrency = self._delivery().concurrency
         extra = self._extra_permits(domain in PRIORITY_DOMAINS)
-        return concurrency.limit + extra - concurrency.in_flight - len(self._ready)
+        return concurrency.limit + extra - len(self._running) - len(self._ready)
 
     def _start(self, request: _Request) -> None:
         delivery = self._delivery()
-        delivery.concurrency.started()
         self._keys_in_flight.setdefault(request.batch.domain, Counter()).update(request.keys)
         task = asyncio.ensure_future(self._deliver(delivery, request, self._epoch))
         self._running.add(task)
-        metrics.REQUESTS_IN_FLIGHT.set(len(self._running))
-        metrics.CONCURRENCY_LIMIT.set(delivery.concurrency.limit)
+        self._publish_gauges()
 
     async def _deliver(self, delivery: BatchDelivery, request: _Request, epoch: int) -> None:
         current = lambda: epoch == self._epoch  # noqa: E731
@@ -329,14 +325,12 @@ class DeliveryHandler(StageHandler):
         finally:
             if current():
                 self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
-                delivery.concurrency.finished()
                 keys = self._keys_in_flight[request.batch.domain]
                 keys.subtract(request.keys)
                 for key in request.keys:
                     if keys[key] <= 0:
                         del keys[key]
-                metrics.REQUESTS_IN_FLIGHT.set(len(self._running))
-                metrics.CONCURRENCY_LIMIT.set(delivery.concurrency.limit)
+                self._publish_gauges()
         if report is None or not current():
             return  # revoked: the new owner delivers it again
         for record in report.delivered:
@@ -373,6 +367,10 @@ class DeliveryHandler(StageHandler):
             await self.controls.hold_until(wake)
         else:
             await asyncio.wait({wake})
+
+    def _publish_gauges(self) -> None:
+        metrics.REQUESTS_IN_FLIGHT.set(len(self._running))
+        metrics.CONCURRENCY_LIMIT.set(self._delivery().concurrency.limit)
 
     def _raise_failure(self) -> None:
         failure, self._failure = self._failure, None
