@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from bench.broker import BenchBroker
-from bench.load import RealisticLog, publish_realistic
+from bench.load import RealisticLog, RoundLog, publish_realistic
 from bench.procs import CollectorProcess, ProcessError, WorkerProcess
 from bench.throughput import worker_settings, worker_topics
 from ves_streams.dev.kafka import free_ports
@@ -84,6 +84,9 @@ class LatencyResult:
     notifications: int = 0
     faults_matched: int = 0
     fault_latency: Percentiles = field(default_factory=Percentiles)
+    #: the same split by when the notification was raised (:func:`fault_phase`): during the round's
+    #: value-list burst, between the boundary and the burst (the render), or in the quiet rest
+    fault_latency_by_phase: dict[str, Percentiles] = field(default_factory=dict)
     measurements_expected: int = 0  # hosts x measured rounds
     measurements_received: int = 0  # distinct (host, round) received
     measurement_latency: Percentiles = field(default_factory=Percentiles)
@@ -255,6 +258,7 @@ def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
     stamps = {round(r.sample_time, 3): r for r in measured}
     result.measurements_expected = log.hosts * len(measured)
     fault_latencies: list[float] = []
+    fault_phases: list[tuple[float, float]] = []
     first_seen: dict[tuple[str, int], float] = {}
     by_domain: dict[str, int] = {}
     received: list[float] = []
@@ -270,6 +274,7 @@ def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
         if domain == "fault":
             if (host, start_us) in notifications:
                 fault_latencies.append(at - start_us / 1e6)
+                fault_phases.append((start_us / 1e6, at - start_us / 1e6))
         elif domain == "measurement":
             round_ = stamps.get(round(start_us / 1e6, 3))
             if round_ is not None:
@@ -278,6 +283,18 @@ def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
                 first_seen[key] = min(first_seen.get(key, math.inf), at - window_end)
     result.faults_matched = len(fault_latencies)
     result.fault_latency = Percentiles.of(fault_latencies)
+    by_phase: dict[str, list[float]] = {}
+    for start, latency in fault_phases:
+        by_phase.setdefault(fault_phase(start, log.rounds, interval), []).append(latency)
+    result.fault_latency_by_phase = {phase: Percentiles.of(values) for phase, values in sorted(by_phase.items())}
+    import os as _os
+    if _os.environ.get("BENCH_FAULT_SECONDS"):
+        by_second: dict[int, list[float]] = {}
+        for start, latency in fault_phases:
+            by_second.setdefault(int(start % interval), []).append(latency)
+        for sec in sorted(by_second):
+            p = Percentiles.of(by_second[sec])
+            print(f"  DEBUG second {sec}: n={p.count} p50={p.p50*1000:.0f} p95={p.p95*1000:.0f} p99={p.p99*1000:.0f} max={p.max*1000:.0f}")
     measurement_latencies = list(first_seen.values())
     result.measurements_received = len(measurement_latencies)
     result.measurement_latency = Percentiles.of(measurement_latencies)
@@ -287,6 +304,23 @@ def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
     if log.rounds:
         period = log.rounds[-1].window_start + interval - log.rounds[0].window_start
         result.events_per_second = len(received) / period if period > 0 else 0.0
+
+
+def fault_phase(raised: float, rounds: Sequence[RoundLog], interval: float) -> str:
+    """When a notification raised at ``raised`` was raised, as the worker saw the interval.
+
+    ``burst``: while its round's value lists were being published (ingest's
+    busiest seconds); ``boundary``: between the interval boundary and the
+    round's start (the boundary's render); ``quiet``: the rest.
+    """
+    for entry in rounds:
+        if entry.window_start <= raised < entry.window_start + interval:
+            if entry.sample_time <= raised <= entry.published_at:
+                return "burst"
+            if raised < entry.sample_time:
+                return "boundary"
+            return "quiet"
+    return "quiet"
 
 
 @dataclass

@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                 report["latency"].append(result.as_dict())
                 _say(f"  faults p99 {_ms(result.fault_latency.p99)}, measurements p99 {_ms(result.measurement_latency.p99)}, "
                      f"kept up: {result.kept_up}")  # fmt: skip
+                _say("  faults by when raised: " + "; ".join(
+                    f"{phase} {p.count}: p50 {_ms(p.p50)}, p99 {_ms(p.p99)}" for phase, p in result.fault_latency_by_phase.items()
+                ))  # fmt: skip
                 _save(report, args.results, stamp)
             source = next((l for l in sorted(report["latency"], key=lambda l: -l["hosts"]) if l["events_received"]), None)
             if source is not None:

@@ -31,6 +31,7 @@ from ves_streams.runtime.kafka import KafkaConfigError, KafkaConnection
 from ves_streams.runtime.kafka_access import KafkaAccessError, probe_access
 from ves_streams.metrics import Metrics, Readiness, get_metrics, register_views
 from ves_streams.runtime import faust_compat
+from ves_streams.runtime.side_loop import SideLoop
 from ves_streams.settings import Settings, SettingsError
 from ves_streams.topics import Topics
 
@@ -124,6 +125,9 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
     metrics = get_metrics()
     readiness = Readiness()
     topics = Topics(app, settings)
+    # the faults stage and the sink: on a loop of their own thread, so that no fault waits
+    # behind the main loop's ingest bursts and renders (runtime/side_loop.py)
+    side_loop = SideLoop("faults-sink")
 
     if settings.role.processes:
         from ves_streams.agents import register_processing
@@ -137,7 +141,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
             ves_version=settings.ves_version,
             heartbeat_interval=settings.heartbeat_interval,
         )
-        register_processing(app, settings, topics, renderer, metrics, readiness)
+        register_processing(app, settings, topics, renderer, metrics, readiness, side_loop)
 
     else:
         # Sink only: Faust runs producer-only (web server, producer, services), so
@@ -145,7 +149,8 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         app.producer_only = True
 
     if settings.role.sinks:
-        _add_sink(app, settings, metrics, readiness)
+        _add_sink(side_loop, settings, metrics, readiness)
+    faust_compat.add_service(app, side_loop)  # started by the worker after the stage loops of the main loop
 
     @app.task
     async def declare_output_topics() -> None:
@@ -166,12 +171,12 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
     return app
 
 
-def _add_sink(app: faust.App, settings: Settings, metrics: Metrics, readiness: Readiness) -> None:
-    """Run the sink (a stage loop in its own consumer group) with the app, after table recovery."""
+def _add_sink(side_loop: SideLoop, settings: Settings, metrics: Metrics, readiness: Readiness) -> None:
+    """Run the sink (a stage loop in its own consumer group) on the side loop, with the app, after table recovery."""
     from ves_streams.sink.service import SinkService
 
     service = SinkService.from_settings(settings)
-    faust_compat.add_service(app, service)  # started by the worker like Faust's own services
+    side_loop.add(service)
     # readiness and lag come from the loop, as for the processing stages
     readiness.add("sink", lambda: sink_readiness(service, settings.sink_unready_after))
     metrics.add_lag_source(service.lag)

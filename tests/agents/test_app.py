@@ -26,8 +26,11 @@ def test_process_role_defines_the_agents_and_the_state_table_but_no_sink() -> No
     _, app = _app("process")
     assert sorted(app.agents) == ["ves_streams.measurements"]
     assert list(app.tables) == ["samples-state"]
-    # ingest and faults are stage loops in groups of their own, started by the worker like the sink
-    [ingest, faults] = faust_compat.extra_services(app)
+    # ingest and faults are stage loops in groups of their own, started by the worker like the sink;
+    # faults on the side loop (a thread of its own), so that no fault waits behind ingest's bursts
+    [ingest, side] = faust_compat.extra_services(app)
+    assert type(side).__name__ == "SideLoop"
+    [faults] = side.services
     assert type(ingest).__name__ == type(faults).__name__ == "StageLoop"
     assert type(ingest.handler).__name__ == "ValuesHandler" and type(faults.handler).__name__ == "FaultsHandler"
     assert (ingest.group_id, ingest.topic) == ("roles-process-ingest", "collectd")
@@ -42,14 +45,18 @@ def test_sink_role_defines_no_agent_and_no_table() -> None:
     assert list(app.agents) == []
     assert list(app.tables) == []
     assert app.producer_only  # no Kafka consumer at all in this worker's Faust app
-    assert [type(s).__name__ for s in faust_compat.extra_services(app)] == ["SinkService"]
+    [side] = faust_compat.extra_services(app)
+    assert [type(s).__name__ for s in side.services] == ["SinkService"]
 
 
 def test_all_role_processes_and_sinks() -> None:
     settings, app = _app("all")
     assert list(app.agents) == ["ves_streams.measurements"]
-    assert [type(s).__name__ for s in faust_compat.extra_services(app)] == ["StageLoop", "StageLoop", "SinkService"]
-    sink = faust_compat.extra_services(app)[2]
+    [ingest, side] = faust_compat.extra_services(app)
+    assert type(ingest).__name__ == "StageLoop" and ingest.loop_name == "ingest"
+    # faults and the sink share the side loop's thread, away from ingest's bursts and the renders
+    assert [type(s).__name__ for s in side.services] == ["StageLoop", "SinkService"]
+    sink = side.services[1]
     assert sink.config.events_topic == settings.events_topic
     assert sink.config.group_id == f"{settings.app_id}-sink"
 

@@ -11,7 +11,8 @@
 (:class:`~ves_streams.runtime.loop.StageLoop`: value lists repartitioned by
 host in the consumer group ``<app id>-ingest``, :mod:`ves_streams.stages.repartition`;
 notifications into fault events in ``<app id>-faults``,
-:mod:`ves_streams.stages.faults`) and the Faust agent (:mod:`.measurements`)
+:mod:`ves_streams.stages.faults`, on the worker's side loop:
+:mod:`ves_streams.runtime.side_loop`) and the Faust agent (:mod:`.measurements`)
 on an app and returns their shared :class:`~.pipeline.Pipeline`. It is not called for
 ``VES_STREAMS_ROLE=sink``: a sink-only worker defines no agent, so it never
 joins the processing consumer group.
@@ -29,6 +30,7 @@ from ves_streams.host_queries import HostDirectory, register_host_views
 from ves_streams.metrics import Metrics, Readiness
 from ves_streams.runtime import faust_compat
 from ves_streams.runtime.loop import StageLoop, StageSpec
+from ves_streams.runtime.side_loop import SideLoop
 from ves_streams.stages import faults, repartition
 from ves_streams.stages.render import Renderer
 from ves_streams.topics import STATE_TABLE, Topics
@@ -61,8 +63,14 @@ def register_processing(
     renderer: Renderer,
     metrics: Metrics,
     readiness: Readiness,
+    side_loop: SideLoop,
 ) -> Pipeline:
-    """Define the state table and the processing agents on ``app``."""
+    """Define the state table and the processing agents on ``app``.
+
+    The faults loop goes on ``side_loop`` (its own thread, see
+    :mod:`ves_streams.runtime.side_loop`), so that no fault waits for the main
+    loop's bursts; the caller adds the side loop to the app.
+    """
     table = app.Table(
         STATE_TABLE,
         key_type=bytes,  # bytes -> Faust's "raw" serializer for keys and values
@@ -75,10 +83,11 @@ def register_processing(
     # Ingest and faults are stage loops in consumer groups of their own, not Faust
     # agents (see stages/repartition.py and stages/faults.py for why); the worker
     # starts them after table recovery.
-    values_loop, faults_loop = stage_loops(pipeline)
+    values_loop, faults_loop = stage_loops(pipeline, side_loop)
     pipeline.ingest = values_loop
+    faust_compat.add_service(app, values_loop)
+    side_loop.add(faults_loop)
     for loop in (values_loop, faults_loop):
-        faust_compat.add_service(app, loop)
         readiness.add(loop.loop_name, lambda loop=loop: None if loop.is_ready() else f"{loop.loop_name} not running")
         metrics.add_lag_source(loop.lag)
     measurements.register(pipeline)
@@ -136,10 +145,12 @@ def register_processing(
     return pipeline
 
 
-def stage_loops(pipeline: Pipeline) -> tuple[StageLoop, StageLoop]:
+def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, StageLoop]:
     """The values loop (collectd -> samples) and the fault loop (notifications -> ves-events).
 
-    Two loops, so that a fault never waits behind a burst of value lists.
+    Two loops, so that a fault never waits behind a burst of value lists; the
+    fault loop is meant for ``side_loop``, and declares its topics with Faust's
+    clients on the main loop, where they live.
     """
     from ves_streams.runtime.kafka import KafkaConnection
 
@@ -183,5 +194,7 @@ def stage_loops(pipeline: Pipeline) -> tuple[StageLoop, StageLoop]:
         values_spec, repartition.ValuesHandler(pipeline.samples_partitions, pipeline.metrics), prepare=prepare_values,
         **connection,
     )  # fmt: skip
-    fault_loop = StageLoop(faults_spec, faults.FaultsHandler(pipeline), prepare=prepare_faults, **connection)
+    fault_loop = StageLoop(
+        faults_spec, faults.FaultsHandler(pipeline), prepare=side_loop.on_main_loop(prepare_faults), **connection
+    )
     return values, fault_loop

@@ -303,7 +303,8 @@ class StageLoop(Service):
         consumer = self._consumer
         if consumer is None:
             return []
-        return sorted((tp for tp in consumer.assignment() if tp.topic in self.spec.topics), key=lambda tp: (tp.topic, tp.partition))
+        # list(): one copy under the interpreter lock (a loop on another thread may be rebalancing)
+        return sorted((tp for tp in list(consumer.assignment()) if tp.topic in self.spec.topics), key=lambda tp: (tp.topic, tp.partition))
 
     def input_partitions(self) -> list[TopicPartition]:
         """Every partition of the loop's input topics the consumer's metadata knows, owned or not."""
@@ -363,11 +364,15 @@ class StageLoop(Service):
         return self.started and not self.should_stop and self._joined and runner is not None and not runner.done()
 
     def lag(self) -> Iterator[tuple[str, int, int]]:
-        """``(topic, partition, records not yet committed)`` of the owned partitions."""
+        """``(topic, partition, records not yet committed)`` of the owned partitions.
+
+        Read from the metrics endpoint's thread while the loop may run on another
+        (:mod:`~ves_streams.runtime.side_loop`): the assignment is copied in one step.
+        """
         consumer = self._consumer
         if consumer is None:
             return
-        for tp in consumer.assignment():
+        for tp in list(consumer.assignment()):
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
