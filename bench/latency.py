@@ -87,6 +87,8 @@ class LatencyResult:
     #: the same split by when the notification was raised (:func:`fault_phase`): during the round's
     #: value-list burst, between the boundary and the burst (the render), or in the quiet rest
     fault_latency_by_phase: dict[str, Percentiles] = field(default_factory=dict)
+    #: and by the second of the interval it was raised in ("0" .. "9" at a 10 s interval)
+    fault_latency_by_second: dict[str, Percentiles] = field(default_factory=dict)
     measurements_expected: int = 0  # hosts x measured rounds
     measurements_received: int = 0  # distinct (host, round) received
     measurement_latency: Percentiles = field(default_factory=Percentiles)
@@ -287,14 +289,10 @@ def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
     for start, latency in fault_phases:
         by_phase.setdefault(fault_phase(start, log.rounds, interval), []).append(latency)
     result.fault_latency_by_phase = {phase: Percentiles.of(values) for phase, values in sorted(by_phase.items())}
-    import os as _os
-    if _os.environ.get("BENCH_FAULT_SECONDS"):
-        by_second: dict[int, list[float]] = {}
-        for start, latency in fault_phases:
-            by_second.setdefault(int(start % interval), []).append(latency)
-        for sec in sorted(by_second):
-            p = Percentiles.of(by_second[sec])
-            print(f"  DEBUG second {sec}: n={p.count} p50={p.p50*1000:.0f} p95={p.p95*1000:.0f} p99={p.p99*1000:.0f} max={p.max*1000:.0f}")
+    by_second: dict[int, list[float]] = {}
+    for start, latency in fault_phases:
+        by_second.setdefault(int((start % interval) // 1), []).append(latency)
+    result.fault_latency_by_second = {str(sec): Percentiles.of(by_second[sec]) for sec in sorted(by_second)}
     measurement_latencies = list(first_seen.values())
     result.measurements_received = len(measurement_latencies)
     result.measurement_latency = Percentiles.of(measurement_latencies)
