@@ -78,6 +78,10 @@ class VesStreamsApp(faust.App):
             os.write(2, f"ves-streams: {exc}\n".encode())
             os._exit(2)
 
+    async def on_started(self) -> None:
+        await super().on_started()  # the worker's start-up (and its spinner) ends in here
+        faust_compat.end_spinner_debug_logging()  # at -l warn: no DEBUG records nobody writes
+
 
 #: Seconds the producer waits to fill a batch (Faust's ``producer_linger``).
 PRODUCER_LINGER = 0.02

@@ -398,3 +398,31 @@ def test_partition_owners_name_each_changelog_partitions_active_worker_by_its_ca
         assert mine == set(faust_compat.active_partitions(app, "src"))
     assert faust_compat.own_url(apps[1]) == "http://worker-1:6066"
     assert faust_compat.partition_owners(apps[0], "not-a-changelog") == {}
+
+
+def test_the_spinners_debug_root_level_is_undone_after_start_up() -> None:
+    """As Faust's worker leaves it at -l warn: a console handler at WARN, the spinner's handler, root at DEBUG."""
+    import io
+    import logging
+
+    from faust.utils.terminal.spinners import Spinner, SpinnerHandler
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    console = logging.StreamHandler(io.StringIO())
+    console.setLevel(logging.WARNING)
+    spinner = SpinnerHandler(Spinner(file=io.StringIO()), level=logging.DEBUG)
+    try:
+        root.handlers[:] = [console, spinner]
+        root.setLevel(logging.DEBUG)
+        assert logging.getLogger("aiokafka.consumer.fetcher").isEnabledFor(logging.DEBUG)
+        assert faust_compat.end_spinner_debug_logging()
+        assert root.level == logging.WARNING and root.handlers == [console]
+        assert not logging.getLogger("aiokafka.consumer.fetcher").isEnabledFor(logging.DEBUG)
+        # -l debug (no spinner) or a second call: nothing changes
+        root.setLevel(logging.DEBUG)
+        assert not faust_compat.end_spinner_debug_logging()
+        assert root.level == logging.DEBUG
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
