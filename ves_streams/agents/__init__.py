@@ -167,7 +167,7 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
     values_spec = StageSpec(
         name="ingest", group_id=f"{settings.app_id}-ingest", topics=(names.values,), records_topic=names.samples,
         max_batch=repartition.INGEST_BATCH, fetch_partition_bytes=repartition.FETCH_PARTITION_BYTES,
-        commit_every=repartition.INGEST_COMMIT_EVERY, **common,
+        fetch_max_wait_ms=repartition.INGEST_FETCH_MAX_WAIT_MS, commit_every=repartition.INGEST_COMMIT_EVERY, **common,
     )  # fmt: skip
     # no producer linger: the loop sends a batch's events and waits for their acknowledgement, so a
     # linger only delays a fault (20 ms here was 20 ms of its 50 ms budget) and fills nothing

@@ -92,6 +92,10 @@ class StageSpec:
     #: aiokafka's ``max_poll_interval_ms``: the loop polls through outages, so it can be low
     max_poll_interval_ms: int = 300_000
     fetch_partition_bytes: int = 1024 * 1024
+    #: longest a fetch waits at the broker for records (aiokafka's ``fetch_max_wait_ms``); the broker
+    #: answers the requests of one connection in order, so a question asked meanwhile
+    #: (:meth:`StageLoop.end_offsets`) waits behind it
+    fetch_max_wait_ms: int = 500
     #: offsets are committed at most this often (and on revoke and stop): a commit is a round trip
     commit_every: float = 1.0
     linger_ms: int = 20
@@ -433,6 +437,7 @@ class StageLoop(Service):
             "isolation_level": "read_committed",
             "max_poll_records": spec.max_batch,
             "max_partition_fetch_bytes": spec.fetch_partition_bytes,
+            "fetch_max_wait_ms": spec.fetch_max_wait_ms,
             "session_timeout_ms": session_ms,
             "heartbeat_interval_ms": max(100, min(3000, session_ms // 4)),
             "max_poll_interval_ms": spec.max_poll_interval_ms,
