@@ -20,7 +20,7 @@ costs time linear in its number of samples.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
@@ -88,13 +88,17 @@ class SampleIndex:
 
     def _build(self, fields: tuple[str, ...]) -> dict[Any, list[int]]:
         getter = attrgetter(*fields)
-        table: dict[Any, list[int]] = {}
+        keys = map(getter, self.samples)
         if len(fields) == 1:
-            for pos, sample in enumerate(self.samples):
-                table.setdefault((getter(sample),), []).append(pos)
-        else:
-            for pos, sample in enumerate(self.samples):
-                table.setdefault(getter(sample), []).append(pos)
+            keys = ((k,) for k in keys)
+        table: dict[Any, list[int]] = {}
+        get = table.get
+        for pos, key in enumerate(keys):
+            found = get(key)
+            if found is None:
+                table[key] = [pos]
+            else:
+                found.append(pos)
         self._tables[fields] = table
         return table
 
@@ -112,13 +116,30 @@ class Selector:
     eq_values: tuple[str | Template, ...]
     regexes: tuple[tuple[str, RegexTemplate], ...]
     location: str
+    #: the lookup key when every equality value is literal (most selectors), built once
+    _literal_key: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    #: ``(getter, match)`` per regex when no regex has fields, built once
+    _literal_tests: tuple[tuple[Any, Any], ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A selector is asked once per host and window for each item it fills: what does not
+        # depend on the sample in hand is worked out here, not on every call.
+        if all(isinstance(v, str) for v in self.eq_values):
+            object.__setattr__(self, "_literal_key", tuple(self.eq_values))  # type: ignore[arg-type]
+        if all(rx.template.is_constant for _, rx in self.regexes):
+            tests = tuple((attrgetter(f), rx.compile(None).match) for f, rx in self.regexes)
+            object.__setattr__(self, "_literal_tests", tests)
 
     def positions(self, index: SampleIndex, scope: Any) -> Sequence[int]:
-        key = tuple(v if isinstance(v, str) else v.render(scope) for v in self.eq_values)
+        key = self._literal_key
+        if key is None:
+            key = tuple([v if isinstance(v, str) else v.render(scope) for v in self.eq_values])
         candidates = index.positions(self.eq_fields, key)
         if not self.regexes or not candidates:
             return candidates
-        tests = [(attrgetter(f), rx.compile(scope).match) for f, rx in self.regexes]
+        tests = self._literal_tests
+        if tests is None:
+            tests = tuple((attrgetter(f), rx.compile(scope).match) for f, rx in self.regexes)
         samples = index.samples
         return [p for p in candidates if all(match(get(samples[p])) is not None for get, match in tests)]
 
