@@ -199,6 +199,9 @@ def sink_readiness(service: Any, unready_after: float) -> str | None:
 
 def _app_from_environment() -> faust.App:
     from ves_streams.rules import RuleError
+    from ves_streams.runtime.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # the worker's process, before its threads start (runtime/memory.py)
 
     try:
         settings, topology = load_settings()

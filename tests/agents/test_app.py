@@ -166,7 +166,7 @@ def test_the_state_databases_are_opened_with_small_write_buffers_and_block_cache
     store = create_app(settings, topology).tables["samples-state"].data
     options = store.rocksdb_options
     assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == (
-        4 * 1024 * 1024, 2, 8 * 1024 * 1024,
+        1024 * 1024, 2, 1024 * 1024,
     )  # fmt: skip
     db = faust_compat.partition_db_opener(store)(0)  # the database the worker really opens, with those options
     db[b"k"] = b"v"
