@@ -194,8 +194,9 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
         await pipeline.topics.ensure_outputs()
 
     values = StageLoop(
-        values_spec, repartition.ValuesHandler(pipeline.samples_partitions, pipeline.metrics), prepare=prepare_values,
-        **connection,
+        values_spec,
+        repartition.ValuesHandler(pipeline.samples_partitions, pipeline.metrics, pipeline.render_priority.wait),
+        prepare=prepare_values, **connection,
     )  # fmt: skip
     fault_loop = StageLoop(
         faults_spec, faults.FaultsHandler(pipeline), prepare=side_loop.on_main_loop(prepare_faults), **connection

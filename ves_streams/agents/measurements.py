@@ -86,6 +86,13 @@ async def handle_samples(pipeline: Pipeline, message: Message) -> None:
 
 async def render_partition(pipeline: Pipeline, partition: int, tick: Tick, source: deadletter.Source) -> None:
     """Render the windows a tick asks for, for every host of ``partition``."""
+    try:
+        await _render_partition(pipeline, partition, tick, source)
+    finally:
+        pipeline.render_priority.rendered(partition)
+
+
+async def _render_partition(pipeline: Pipeline, partition: int, tick: Tick, source: deadletter.Source) -> None:
     await pipeline.flush_changelog()  # the state a window renders is on its way to the changelog first
     interval = pipeline.settings.interval
     windows = intervals_to_render(pipeline.store.marker(partition), tick.end, interval, pipeline.max_backfill)
@@ -397,6 +404,8 @@ async def tick_loop(pipeline: Pipeline) -> None:
         except Exception:
             log.debug("no assignment yet", exc_info=True)
             continue
+        # ingest waits for these renders (render_priority.py); said before the first tick can come back
+        pipeline.render_priority.ticked(partitions)
         try:
             for boundary in boundaries_to_tick(end, time.time(), interval, pipeline.max_backfill):
                 value = encode_tick(Tick(end=boundary, interval=interval))
@@ -405,6 +414,7 @@ async def tick_loop(pipeline: Pipeline) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away: the next tick renders this window as a missed one
+            pipeline.render_priority.forget()
             log.warning("could not send the render tick for %.3f: %s: %s", end, type(exc).__name__, exc)
 
 

@@ -36,6 +36,7 @@ from faust import current_event
 
 from ves_streams.wire import deadletter
 from ves_streams.agents.commit_gate import CommitGate
+from ves_streams.agents.render_priority import RenderPriority
 from ves_streams.identity import OutputRecord
 from ves_streams.runtime.producing import send_to_partition
 from ves_streams.stages.events import MAX_EVENT_BYTES, EventOutputs, event_outputs
@@ -105,6 +106,8 @@ class Pipeline:
         self.gate = CommitGate()
         #: the values stage loop (its own consumer group; set by ``register_processing``)
         self.ingest: StageLoop | None = None
+        #: ingest holds its next batch while the boundary's windows render (render_priority.py)
+        self.render_priority = RenderPriority()
 
     # -- partitions ------------------------------------------------------
 
@@ -126,6 +129,7 @@ class Pipeline:
     def on_rebalance(self) -> None:
         """Partitions moved: the index is rebuilt from the recovered table before next use."""
         self.index.invalidate()
+        self.render_priority.forget()
 
     def ensure_index(self) -> None:
         if self._faust_table:

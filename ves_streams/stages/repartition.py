@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -177,12 +177,18 @@ def _parse_into(
 class ValuesHandler(StageHandler):
     """The repartition stage's handler: value lists in, samples records (and dead letters) out."""
 
-    def __init__(self, partitions: Callable[[], int], metrics: StageMetrics) -> None:
+    def __init__(
+        self, partitions: Callable[[], int], metrics: StageMetrics, before_batch: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         #: the samples topic's partition count (the broker's, once known)
         self.partitions = partitions
         self.metrics = metrics
+        #: awaited before a batch is parsed (the worker's renders go first: agents/render_priority.py)
+        self.before_batch = before_batch
 
     async def handle(self, messages: Sequence[InputMessage]) -> IngestBatch:
+        if messages and self.before_batch is not None:
+            await self.before_batch()
         batch = await ingest_batch_yielding(messages, self.partitions())
         for topic, count in batch.counts.items():
             self.metrics.messages_in.labels(topic).inc(count)
