@@ -639,7 +639,7 @@ def test_a_windows_events_leave_as_one_complete_batch_per_events_partition_where
     pipeline.topics.names.events = "ves-events"
     producer = _BatchProducer(partitions=4)
     pipeline.app = SimpleNamespace()  # type: ignore[assignment]
-    pipeline._plain_producer = lambda: producer  # type: ignore[method-assign]
+    pipeline.plain_producer = lambda: producer  # type: ignore[method-assign]
     hosts = [f"host-{i}".encode() for i in range(12)]
     records = [OutputRecord(key=h, value=kind, headers=[]) for h in hosts for kind in (b"measurement", b"heartbeat")]
 
@@ -665,7 +665,7 @@ def test_without_known_partitions_or_with_exactly_once_a_windows_events_go_one_b
     pipeline.topics.names.events = "ves-events"
     producer = _BatchProducer(partitions=0)  # the producer has not seen the topic yet
     pipeline.app = SimpleNamespace()  # type: ignore[assignment]
-    pipeline._plain_producer = lambda: producer  # type: ignore[method-assign]
+    pipeline.plain_producer = lambda: producer  # type: ignore[method-assign]
     records = [OutputRecord(key=b"h", value=b"m", headers=[]), OutputRecord(key=None, value=b"n", headers=[])]
     run(pipeline.publish_events(records))
     assert producer.sent == [] and pipeline.events() == records
@@ -673,6 +673,6 @@ def test_without_known_partitions_or_with_exactly_once_a_windows_events_go_one_b
     # exactly-once: every record joins the transaction through send(), whatever the metadata knows
     pipeline.sent.clear()
     pipeline.exactly_once = True
-    pipeline._plain_producer = lambda: _BatchProducer(partitions=4)  # type: ignore[method-assign]
+    pipeline.plain_producer = lambda: _BatchProducer(partitions=4)  # type: ignore[method-assign]
     run(pipeline.publish_events(records))
     assert pipeline.events() == records

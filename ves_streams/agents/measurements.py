@@ -45,6 +45,7 @@ from ves_streams.wire import deadletter
 from ves_streams.agents.pipeline import CHANGELOG_FLUSH_SECONDS, Pipeline
 from ves_streams.collectd import MalformedInput, parse_value_lists
 from ves_streams.identity import Interval, heartbeat_due, intervals_to_render, next_boundary
+from ves_streams.runtime.producing import send_to_partition
 from ves_streams.wire.samples import KIND_TICK, TICK_HEADERS, Tick, decode_tick, decode_trusted_value_lists, encode_tick, kind_of
 
 if TYPE_CHECKING:
@@ -407,10 +408,15 @@ async def tick_loop(pipeline: Pipeline) -> None:
         # ingest waits for these renders (render_priority.py); said before the first tick can come back
         pipeline.render_priority.ticked(partitions)
         try:
-            for boundary in boundaries_to_tick(end, time.time(), interval, pipeline.max_backfill):
-                value = encode_tick(Tick(end=boundary, interval=interval))
-                for partition in partitions:
-                    await producer.send(topic, b"", value, partition, None, TICK_HEADERS)
+            values = [encode_tick(Tick(end=b, interval=interval))
+                      for b in boundaries_to_tick(end, time.time(), interval, pipeline.max_backfill)]  # fmt: skip
+            plain = pipeline.plain_producer()
+            for partition in partitions:
+                if plain is not None:  # a complete batch leaves at once: no producer linger on every window
+                    await send_to_partition(plain, topic, partition, [(b"", v, TICK_HEADERS) for v in values])
+                else:
+                    for value in values:
+                        await producer.send(topic, b"", value, partition, None, TICK_HEADERS)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away: the next tick renders this window as a missed one

@@ -220,7 +220,7 @@ class Pipeline:
         topic = self.changelog_topic
         if not pending or topic is None:
             return
-        producer = self._plain_producer()
+        producer = self.plain_producer()
         for partition, changes in pending.items():
             if producer is not None:
                 futures = await send_to_partition(producer, topic, partition, ((k, v, []) for k, v in changes))
@@ -230,7 +230,7 @@ class Pipeline:
             for future in futures:
                 future.add_done_callback(self._changelog_written)
 
-    def _plain_producer(self) -> Any:
+    def plain_producer(self) -> Any:
         """The aiokafka producer under Faust's (outside transactions), for batch sends.
 
         None only when the app's producer is not Faust's (a test double);
@@ -267,7 +267,7 @@ class Pipeline:
         """
         if not records:
             return []
-        producer = None if self.exactly_once or self.app is None else self._plain_producer()
+        producer = None if self.exactly_once or self.app is None else self.plain_producer()
         topic = self.topics.names.events if producer is not None else ""
         partitions = _partition_count(producer, topic)
         if producer is None or not partitions:
