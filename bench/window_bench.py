@@ -1,0 +1,102 @@
+"""A worker's window render per host, in-process: the host index, the renderer and the event records.
+
+What one render tick costs per host, without Kafka: the capture's latest
+value lists replicated to N hosts are applied to a :class:`SampleStore`,
+then every host of the partition is rendered as ``render_partition`` does
+(the store's samples, :class:`TopologyRenderer.measurements`, the events
+topic's records). The topology is the worker's default (VES 7 ``host.yaml``).
+CPU time of this process, best of ``--repeats``; the baseline measured in
+the same run is the rule engine alone on the same hosts' samples, so the
+ratio says what the worker adds around it.
+
+Run: ``.venv/bin/python -m bench.window_bench [--hosts 1000] [--repeats 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from ves_streams import resources
+from ves_streams.collectd import ValueList, parse_value_lists
+from ves_streams.identity import Interval
+from ves_streams.metrics import Metrics
+from ves_streams.rules import load_topology
+from ves_streams.stages.events import event_outputs
+from ves_streams.stages.render import TopologyRenderer
+from ves_streams.state import HostIndex, SampleStore, decode_value_list, encode_value_list
+from ves_streams.wire import deadletter
+
+
+def capture_value_lists() -> list[ValueList]:
+    """The capture's latest value list of each series."""
+    latest: dict[tuple[str, ...], ValueList] = {}
+    for line in (resources.capture_dir() / "compute-0.values.jsonl").read_bytes().splitlines():
+        for vl in parse_value_lists(line):
+            latest[vl.series] = vl
+    return list(latest.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    base = capture_value_lists()
+    now = max(vl.time for vl in base)
+    index = HostIndex()
+    store = SampleStore({}, index)
+    for i in range(args.hosts):
+        host = f"compute-{i:04d}"
+        # decoded from bytes, as the samples stage gets them
+        store.apply(0, [decode_value_list(encode_value_list(msgspec.structs.replace(vl, host=host, time=now))) for vl in base])
+    topology = load_topology(resources.default_topology())
+    renderer = TopologyRenderer(topology, hostname="bench", interval=10.0, ves_version="7.2.1")
+    metrics = Metrics(CollectorRegistry())
+    window = Interval(now - 5, now + 5)
+    source = deadletter.Source("bench", 0, 0)
+    hosts = index.hosts(0)
+
+    def worker_window() -> int:
+        events = 0
+        for host in hosts:
+            rendered = renderer.measurements(host, store.samples(0, host), window)
+            made = event_outputs(rendered, ves_version="7.2.1", metrics=metrics, stage="measurements", source=source,
+                                 interval_start=window.start)  # fmt: skip
+            events += len(made.events)
+        return events
+
+    samples = {host: store.samples(0, host) for host in hosts}
+    ctx_of = renderer._context  # noqa: SLF001 - the same context the renderer builds
+
+    def rule_engine_only() -> int:
+        events = 0
+        for host in hosts:
+            events += len(topology.render_measurements(samples[host], ctx_of(window.end, window.start)).events)
+        return events
+
+    best = {"rule engine alone (baseline)": float("inf"), "worker's window render": float("inf")}
+    counts = {}
+    for _ in range(args.repeats):
+        for name, fn in (("rule engine alone (baseline)", rule_engine_only), ("worker's window render", worker_window)):
+            gc.collect()
+            start = time.process_time()
+            counts[name] = fn()
+            best[name] = min(best[name], time.process_time() - start)
+    print(f"{args.hosts} hosts, {len(base)} value lists each, topology {resources.default_topology().name}; "
+          f"CPU, best of {args.repeats}")
+    for name, seconds in best.items():
+        print(f"  {name:<30} {seconds * 1000 / args.hosts:.3f} ms per host ({counts[name]} events)")
+    ratio = best["worker's window render"] / best["rule engine alone (baseline)"]
+    print(f"  ratio worker / rule engine: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
