@@ -91,7 +91,7 @@ def test_a_new_boundarys_ticks_hold_ingest_again() -> None:
     run(scenario())
 
 
-def test_ingest_parses_a_batch_only_after_the_renders_it_waits_for() -> None:
+def test_ingest_fetches_only_after_the_renders_it_waits_for() -> None:
     from prometheus_client import CollectorRegistry
 
     from tests.agents.test_handlers import message, values_json
@@ -107,6 +107,8 @@ def test_ingest_parses_a_batch_only_after_the_renders_it_waits_for() -> None:
         priority.ticked([1])
 
         async def ingest() -> None:
+            await handler.before_fetch()  # the stage loop's turn, before it fetches
+            order.append("ingest fetches")
             batch = await handler.handle([message(orjson.dumps([values_json("h1", 100.0)]))])
             order.append(f"ingest parsed {batch.value_lists}")
 
@@ -118,4 +120,22 @@ def test_ingest_parses_a_batch_only_after_the_renders_it_waits_for() -> None:
         await asyncio.gather(ingest(), render())
         return order
 
-    assert run(scenario()) == ["render 1", "ingest parsed 1"]
+    assert run(scenario()) == ["render 1", "ingest fetches", "ingest parsed 1"]
+
+
+def test_a_backfill_holds_ingest_until_every_tick_of_every_partition_is_handled() -> None:
+    async def scenario() -> None:
+        priority = RenderPriority(max_hold=5.0)
+        priority.ticked([0, 1], ticks=2)  # the missed window and the latest, to each partition
+        for partition in (0, 1, 0):
+            priority.rendered(partition)
+        assert priority.pending == frozenset({1})
+        waiting = asyncio.ensure_future(priority.wait())
+        await asyncio.sleep(0.02)
+        assert not waiting.done()
+        priority.rendered(1)
+        await asyncio.wait_for(waiting, 1.0)
+        priority.rendered(1)  # a tick nobody counted (another worker's, a replay): nothing to release
+        assert priority.pending == frozenset()
+
+    run(scenario())

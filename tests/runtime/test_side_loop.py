@@ -169,3 +169,48 @@ def test_the_switch_interval_is_short_while_the_side_loop_runs_and_restored_afte
         assert sys.getswitchinterval() == pytest.approx(before)
 
     asyncio.run(scenario())
+
+
+class SlowStarter(Recorder):
+    """Takes a while to start (a stage loop's clients joining their group)."""
+
+    async def on_start(self) -> None:
+        await asyncio.sleep(0.3)
+        await super().on_start()
+
+
+def test_a_stop_during_start_up_waits_for_the_service_being_started_and_starts_no_other() -> None:
+    async def scenario() -> None:
+        events: list[str] = []
+        slow, never = SlowStarter(events, "slow"), Recorder(events, "never")
+        side = SideLoop("test")
+        side.add(slow)
+        side.add(never)
+        starting = asyncio.ensure_future(side.start())
+        await asyncio.sleep(0.1)  # the first service is starting
+        await side.stop()
+        await starting
+        assert events == ["start slow", "stop slow"], "the started one is stopped after its start, the other never starts"
+        assert side.thread is None
+
+    asyncio.run(scenario())
+
+
+def test_the_end_of_the_side_thread_crashes_the_side_loop() -> None:
+    async def scenario() -> None:
+        side = SideLoop("test")
+        side.add(Recorder([], "one"))
+        await side.start()
+        try:
+            loop = side._thread_loop  # noqa: SLF001 - the thread's loop, stopped from outside to kill the thread
+            assert loop is not None
+            loop.call_soon_threadsafe(loop.stop)
+            for _ in range(int(5 / CRASH_POLL)):
+                if side.crashed:
+                    break
+                await asyncio.sleep(CRASH_POLL / 2)
+            assert side.crashed and "thread ended" in str(side.crash_reason)
+        finally:
+            await side.stop()
+
+    asyncio.run(scenario())

@@ -69,6 +69,7 @@ async def handle_samples(pipeline: Pipeline, message: Message) -> None:
         try:
             tick = decode_tick(message.value)
         except MalformedInput as exc:
+            pipeline.render_priority.rendered(message.partition)
             await pipeline.dead_letter(deadletter.malformed_input(message.key, message.value, exc.reason, STAGE, source), STAGE)
             return
         await render_partition(pipeline, message.partition, tick, source)
@@ -405,11 +406,11 @@ async def tick_loop(pipeline: Pipeline) -> None:
         except Exception:
             log.debug("no assignment yet", exc_info=True)
             continue
+        values = [encode_tick(Tick(end=b, interval=interval))
+                  for b in boundaries_to_tick(end, time.time(), interval, pipeline.max_backfill)]  # fmt: skip
         # ingest waits for these renders (render_priority.py); said before the first tick can come back
-        pipeline.render_priority.ticked(partitions)
+        pipeline.render_priority.ticked(partitions, len(values))
         try:
-            values = [encode_tick(Tick(end=b, interval=interval))
-                      for b in boundaries_to_tick(end, time.time(), interval, pipeline.max_backfill)]  # fmt: skip
             plain = pipeline.plain_producer()
             for partition in partitions:
                 if plain is not None:  # a complete batch leaves at once: no producer linger on every window

@@ -8,10 +8,12 @@ loop: the partitions rendered last shared the loop with it and took two to
 five times as long, and their hosts' measurements were the late ones
 (bench, N = 1000: p99 1.1-1.6 s after the interval, p50 0.6 s).
 
-So from the moment the render ticks are sent until every ticked partition
-has rendered, ingest waits before it parses a batch. Nothing is lost by
-it: the burst stays in Kafka a moment longer, and the next window's tick
-waits for ingest anyway. The hold is bounded (:data:`MAX_HOLD`): a tick
+So from the moment the render ticks are sent until every tick has been
+handled, ingest waits before its next fetch. Before the fetch, not before
+parsing what it fetched: a render tick reads ingest's consumer position to
+tell whether ingest has caught up, and records fetched but held would
+count as caught up. Nothing is lost by it: the burst stays in Kafka a
+moment longer, and the next window's tick waits for ingest anyway. The hold is bounded (:data:`MAX_HOLD`): a tick
 that never comes back (a rebalance, a broker away) does not stop ingest.
 """
 
@@ -32,23 +34,30 @@ class RenderPriority:
 
     def __init__(self, max_hold: float = MAX_HOLD) -> None:
         self.max_hold = max_hold
-        self._pending: set[int] = set()
+        #: partition -> ticks sent to it and not yet handled (a backfill sends several)
+        self._pending: dict[int, int] = {}
         self._until = 0.0
         self._done: asyncio.Event | None = None
         #: times ingest waited, and for how long in all (for tests and metrics)
         self.holds = 0
         self.held_seconds = 0.0
 
-    def ticked(self, partitions: Iterable[int]) -> None:
-        """Render ticks went to ``partitions``: ingest waits until each has rendered (or :attr:`max_hold`)."""
-        self._pending = set(partitions)
+    def ticked(self, partitions: Iterable[int], ticks: int = 1) -> None:
+        """``ticks`` render ticks each went to ``partitions``: ingest waits until all are handled (or :attr:`max_hold`)."""
+        self._pending = {partition: ticks for partition in partitions} if ticks > 0 else {}
         self._until = time.monotonic() + self.max_hold
         if self._pending:
             self._event().clear()
 
     def rendered(self, partition: int) -> None:
-        """``partition``'s tick was handled (rendered, or found a duplicate)."""
-        self._pending.discard(partition)
+        """One of ``partition``'s ticks was handled (rendered, found a duplicate, or refused)."""
+        left = self._pending.get(partition)
+        if left is None:
+            return
+        if left > 1:
+            self._pending[partition] = left - 1
+            return
+        del self._pending[partition]
         if not self._pending:
             self._event().set()
 

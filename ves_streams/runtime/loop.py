@@ -475,6 +475,7 @@ class StageLoop(Service):
             raise RuntimeError("StageLoop started without a consumer")
         handler = self.handler
         while True:
+            await handler.before_fetch()
             deadline = handler.next_deadline()
             timeout_ms = POLL_MS if deadline is None else max(0, min(POLL_MS, int((deadline - time.monotonic()) * 1000)))
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, handler.room(self.spec.max_batch)))

@@ -125,6 +125,13 @@ class StageHandler:
         """How many records the next fetch may take (at least 1)."""
         return max_batch
 
+    async def before_fetch(self) -> None:
+        """Awaited before each fetch: a handler that must let other work go first waits here.
+
+        Before the fetch, not after: records fetched and not yet handled would
+        put the consumer's position past what :attr:`StageLoop.handled` says.
+        """
+
     def next_deadline(self) -> float | None:
         """``time.monotonic()`` at which :meth:`handle` must run even with no new input; None: never."""
         return None

@@ -28,9 +28,11 @@ Guarantees:
 
 * the services start in the order added and stop in reverse, each on this
   loop, while the side loop starts and stops with the worker;
-* a service that crashes (its loop's guard calls ``crash``) crashes the side
-  loop on the main loop, and so the worker, as it would have on the main
-  loop;
+* a service that crashes (its loop's guard calls ``crash``), or the
+  thread's end while they run, crashes the side loop on the main loop, and
+  so the worker, as it would have on the main loop;
+* a stop that comes while the services are starting waits for the one being
+  started, and starts no other;
 * on stop, whatever a service left running on the thread's loop is
   cancelled and awaited before the loop closes, and the switch interval is
   restored.
@@ -61,6 +63,8 @@ CRASH_POLL = 0.25
 #: at 0.2 ms, CPU per value list unchanged (0.10 ms): the main thread is handed off only when the
 #: side thread asks, which is a few times per fault, not per switch interval.
 SWITCH_INTERVAL = 0.0002
+#: Longest a stop waits for a start still under way (seconds).
+START_WAIT = 60.0
 #: Longest wait for the thread to end once its loop was told to stop (seconds).
 JOIN_TIMEOUT = 10.0
 
@@ -78,6 +82,8 @@ class SideLoop(Service):
         self._watcher: asyncio.Task[None] | None = None
         #: the interpreter's switch interval before this loop started (restored when it stops)
         self._switch_interval: float | None = None
+        #: set once on_start is over (a stop during start-up waits for it)
+        self._starting: asyncio.Event | None = None
         super().__init__(**kwargs)
 
     def add(self, service: ServiceT) -> None:
@@ -103,12 +109,21 @@ class SideLoop(Service):
 
     async def on_start(self) -> None:
         self._main_loop = asyncio.get_running_loop()
+        self._starting = asyncio.Event()
+        try:
+            await self._start_services()
+        finally:
+            self._starting.set()
+
+    async def _start_services(self) -> None:
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
         self._start_thread()
         started: list[ServiceT] = []
         try:
             for service in self._services:
+                if self.should_stop:  # the worker is stopping already: on_stop stops what started
+                    return
                 await self.submit(service.start())
                 started.append(service)
         except BaseException:
@@ -116,11 +131,21 @@ class SideLoop(Service):
                 await self._stop_service(service)
             await self._end_thread()
             raise
+        if self.should_stop:
+            return
         log.info("side loop %s: running %s on thread %s", self.name,
                  ", ".join(type(s).__name__ for s in self._services), self._thread.name if self._thread else "?")  # fmt: skip
         self._watcher = asyncio.ensure_future(self._watch_for_crashes())
 
     async def on_stop(self) -> None:
+        starting = self._starting
+        if starting is not None and not starting.is_set():
+            # a stop during start-up: let the service being started finish starting, then stop it
+            # (stopped halfway, a stage loop would go on to start its clients after their close)
+            try:
+                await asyncio.wait_for(starting.wait(), START_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("side loop %s: still starting after %.0f s; stopping anyway", self.name, START_WAIT)
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.cancel()
@@ -137,7 +162,7 @@ class SideLoop(Service):
     async def submit(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the side loop and wait for its result from the calling (main) loop."""
         loop = self._thread_loop
-        if loop is None:
+        if loop is None or loop.is_closed():
             coro.close()
             raise RuntimeError(f"side loop {self.name} is not running")
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
@@ -166,6 +191,12 @@ class SideLoop(Service):
 
     async def _watch_for_crashes(self) -> None:
         while True:
+            thread = self._thread
+            if thread is not None and not thread.is_alive():
+                reason = RuntimeError(f"side loop {self.name}: its thread ended while its services ran")
+                log.error("%s", reason)
+                await self.crash(reason)
+                return
             for service in self._services:
                 if service.crashed:
                     reason = service.crash_reason or RuntimeError(f"{type(service).__name__} crashed")
@@ -201,7 +232,10 @@ class SideLoop(Service):
             self._switch_interval = None
         if loop is None or thread is None:
             return
-        loop.call_soon_threadsafe(loop.stop)
+        try:
+            loop.call_soon_threadsafe(loop.stop)
+        except RuntimeError:  # closed already: the thread has ended on its own
+            pass
         await asyncio.get_running_loop().run_in_executor(None, thread.join, JOIN_TIMEOUT)
         if thread.is_alive():
             log.warning("side loop %s: its thread did not end within %.0f s", self.name, JOIN_TIMEOUT)

@@ -178,17 +178,19 @@ class ValuesHandler(StageHandler):
     """The repartition stage's handler: value lists in, samples records (and dead letters) out."""
 
     def __init__(
-        self, partitions: Callable[[], int], metrics: StageMetrics, before_batch: Callable[[], Awaitable[None]] | None = None
+        self, partitions: Callable[[], int], metrics: StageMetrics, wait_turn: Callable[[], Awaitable[None]] | None = None
     ) -> None:
         #: the samples topic's partition count (the broker's, once known)
         self.partitions = partitions
         self.metrics = metrics
-        #: awaited before a batch is parsed (the worker's renders go first: agents/render_priority.py)
-        self.before_batch = before_batch
+        #: awaited before each fetch (the worker's renders go first: agents/render_priority.py)
+        self.wait_turn = wait_turn
+
+    async def before_fetch(self) -> None:
+        if self.wait_turn is not None:
+            await self.wait_turn()
 
     async def handle(self, messages: Sequence[InputMessage]) -> IngestBatch:
-        if messages and self.before_batch is not None:
-            await self.before_batch()
         batch = await ingest_batch_yielding(messages, self.partitions())
         for topic, count in batch.counts.items():
             self.metrics.messages_in.labels(topic).inc(count)
