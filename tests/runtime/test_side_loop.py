@@ -49,6 +49,14 @@ class Recorder(Service):
         await self.crash(reason)
 
 
+async def _until_crashed(side: SideLoop, timeout: float = 5.0) -> None:
+    """Wait until the side loop's crash watcher has seen the crash (it polls every CRASH_POLL)."""
+    for _ in range(int(timeout / CRASH_POLL)):
+        if side.crashed:
+            return
+        await asyncio.sleep(CRASH_POLL / 2)
+
+
 def test_services_start_on_the_side_thread_in_order_and_stop_in_reverse() -> None:
     async def scenario() -> None:
         events: list[str] = []
@@ -96,10 +104,7 @@ def test_a_crash_on_the_side_loop_crashes_the_side_loop_on_the_main_loop() -> No
             assert not side.crashed
             reason = RuntimeError("the stage loop failed")
             await side.submit(service.crash_now(reason))
-            for _ in range(int(5 / CRASH_POLL)):
-                if side.crashed:
-                    break
-                await asyncio.sleep(CRASH_POLL / 2)
+            await _until_crashed(side)
             assert side.crashed
             assert side.crash_reason is reason
         finally:
@@ -205,10 +210,7 @@ def test_the_end_of_the_side_thread_crashes_the_side_loop() -> None:
             loop = side._thread_loop  # noqa: SLF001 - the thread's loop, stopped from outside to kill the thread
             assert loop is not None
             loop.call_soon_threadsafe(loop.stop)
-            for _ in range(int(5 / CRASH_POLL)):
-                if side.crashed:
-                    break
-                await asyncio.sleep(CRASH_POLL / 2)
+            await _until_crashed(side)
             assert side.crashed and "thread ended" in str(side.crash_reason)
         finally:
             await side.stop()
