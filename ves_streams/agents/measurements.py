@@ -45,7 +45,7 @@ from ves_streams.wire import deadletter
 from ves_streams.agents.pipeline import CHANGELOG_FLUSH_SECONDS, Pipeline
 from ves_streams.collectd import MalformedInput, parse_value_lists
 from ves_streams.identity import Interval, heartbeat_due, intervals_to_render, next_boundary
-from ves_streams.runtime.producing import send_to_partition
+from ves_streams.stages.events import EventOutputs
 from ves_streams.wire.samples import KIND_TICK, TICK_HEADERS, Tick, decode_tick, decode_trusted_value_lists, encode_tick, kind_of
 
 if TYPE_CHECKING:
@@ -133,26 +133,23 @@ async def _render_window(pipeline: Pipeline, partition: int, window: Interval, s
         log.debug("partition %d: %d series aged out at %.3f", partition, len(expired), window.end)
         await pipeline.write_changelog(partition, [(key, None) for key in expired])
     hb_boundary = heartbeat_due(window, renderer.heartbeat_interval) if renderer.heartbeat_interval else None
-    events: list[Any] = []
-    letters: list[Any] = []
+    window_outputs = EventOutputs()
     for host in pipeline.index.hosts(partition):
         samples = store.samples(partition, host)
         if not samples:
             continue
+        made = []
         if renderer.has_measurements and _whole_window(pipeline, partition, host, window):
             rendered = renderer.measurements(host, samples, window)
-            made = pipeline.outputs(rendered, stage="measurements", source=source, interval_start=window.start)
-            events += made.events
-            letters += made.dead_letters
+            made.append(pipeline.outputs(rendered, stage="measurements", source=source, interval_start=window.start))
         if hb_boundary is not None:
             rendered = renderer.heartbeat(host, hb_boundary, window)
-            made = pipeline.outputs(rendered, stage="heartbeat", source=source, interval_start=hb_boundary)
-            events += made.events
-            letters += made.dead_letters
+            made.append(pipeline.outputs(rendered, stage="heartbeat", source=source, interval_start=hb_boundary))
+        for outputs in made:
+            window_outputs.events += outputs.events
+            window_outputs.dead_letters += outputs.dead_letters
     # the window's events go out together, a record batch per events partition (publish_events)
-    pending: list[Any] = [await pipeline.produce(pipeline.topics.dlq, letter) for letter in letters]
-    pending += await pipeline.publish_events(events)
-    return pending
+    return await pipeline.publish_outputs(window_outputs)
 
 
 def _whole_window(pipeline: Pipeline, partition: int, host: str, window: Interval) -> bool:
@@ -411,13 +408,8 @@ async def tick_loop(pipeline: Pipeline) -> None:
         # ingest waits for these renders (render_priority.py); said before the first tick can come back
         pipeline.render_priority.ticked(partitions, len(values))
         try:
-            plain = pipeline.plain_producer()
-            for partition in partitions:
-                if plain is not None:  # a complete batch leaves at once: no producer linger on every window
-                    await send_to_partition(plain, topic, partition, [(b"", v, TICK_HEADERS) for v in values])
-                else:
-                    for value in values:
-                        await producer.send(topic, b"", value, partition, None, TICK_HEADERS)
+            for partition in partitions:  # complete batches leave at once: no producer linger on every window
+                await pipeline.send_to_partition(topic, partition, [(b"", v, TICK_HEADERS) for v in values])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away: the next tick renders this window as a missed one

@@ -220,15 +220,26 @@ class Pipeline:
         topic = self.changelog_topic
         if not pending or topic is None:
             return
-        producer = self.plain_producer()
         for partition, changes in pending.items():
-            if producer is not None:
-                futures = await send_to_partition(producer, topic, partition, ((k, v, []) for k, v in changes))
-            else:
-                send = self.app.producer.send
-                futures = [await send(topic, k, v, partition, None, None) for k, v in changes]
+            futures = await self.send_to_partition(topic, partition, [(k, v, []) for k, v in changes])
             for future in futures:
                 future.add_done_callback(self._changelog_written)
+
+    async def send_to_partition(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]]
+    ) -> list[Awaitable[Any]]:
+        """Queue ``(key, value, headers)`` records to ``topic[partition]`` outside any transaction, in order.
+
+        As complete record batches through the plain producer
+        (:func:`~ves_streams.runtime.producing.send_to_partition`: no linger, one
+        future per batch); one by one through the app's producer when there is
+        no plain one (a test double).
+        """
+        producer = self.plain_producer()
+        if producer is not None:
+            return await send_to_partition(producer, topic, partition, records)
+        send = self.app.producer.send
+        return [await send(topic, k, v, partition, None, list(h) or None) for k, v, h in records]
 
     def plain_producer(self) -> Any:
         """The aiokafka producer under Faust's (outside transactions), for batch sends.
@@ -268,8 +279,8 @@ class Pipeline:
         if not records:
             return []
         producer = None if self.exactly_once or self.app is None else self.plain_producer()
-        topic = self.topics.names.events if producer is not None else ""
-        partitions = _partition_count(producer, topic)
+        topic = self.topics.names.events if producer is not None else None
+        partitions = _partition_count(producer, topic) if topic is not None else 0
         if producer is None or not partitions:
             return [await self.produce(self.topics.events, record) for record in records]
         if self.topics.events in self.topics.outputs:
@@ -296,13 +307,14 @@ class Pipeline:
         interval_start: float | None = None,
         original: bytes | None = None,
     ) -> list[Awaitable[Any]]:
-        """Produce rendered events to the events topic and dead-letter the errors (letters first: they are rare)."""
+        """Produce rendered events to the events topic and dead-letter the errors (:meth:`publish_outputs`)."""
         made = self.outputs(rendered, stage=stage, source=source, interval_start=interval_start, original=original)
-        pending: list[Awaitable[Any]] = []
-        for letter in made.dead_letters:
-            pending.append(await self.produce(self.topics.dlq, letter))
-        for record in made.events:
-            pending.append(await self.produce(self.topics.events, record))
+        return await self.publish_outputs(made)
+
+    async def publish_outputs(self, made: EventOutputs) -> list[Awaitable[Any]]:
+        """Dead-letter ``made``'s letters (first: they are rare), then its events (:meth:`publish_events`)."""
+        pending: list[Awaitable[Any]] = [await self.produce(self.topics.dlq, letter) for letter in made.dead_letters]
+        pending += await self.publish_events(made.events)
         return pending
 
     def outputs(
@@ -361,8 +373,6 @@ class Pipeline:
 
 def _partition_count(producer: Any, topic: str) -> int:
     """How many partitions ``producer``'s metadata knows ``topic`` to have (0: not known yet)."""
-    if producer is None:
-        return 0
     try:
         partitions = producer.client.cluster.partitions_for_topic(topic)
     except AttributeError:  # not an aiokafka producer (a test double)
