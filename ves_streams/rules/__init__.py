@@ -22,6 +22,7 @@ from .errors import RenderError, RuleError, RulesError
 from .header import TopologyHeader
 from .ids import CounterIds, DeterministicIds, IdPolicy
 from .topology import (
+    AlarmPhase,
     RenderContext,
     RenderedEvent,
     RenderResult,
@@ -37,6 +38,7 @@ __all__ = [
     "fresh_samples",
     "Topology",
     "TopologyHeader",
+    "AlarmPhase",
     "RenderContext",
     "RenderResult",
     "RenderedEvent",

@@ -160,7 +160,8 @@ class _Compiler:
         spec = self._spec(node, rule, "!Events", {"ITEM-DESC": False, "CONDITION": False})
         desc = self._required(spec, "ITEM-DESC", node, rule, "!Events")
         condition = self._condition(spec["CONDITION"][0][1], rule) if "CONDITION" in spec else Condition((), ())
-        ctx = _Ctx(rule, MappingProxyType({"n": None, "system": None, "config": None}), "an !Events rule", False)
+        roots = {"n": None, "alarm": None, "system": None, "config": None}
+        ctx = _Ctx(rule, MappingProxyType(roots), "an !Events rule", False)
         return EventRule(rule, condition, self._event_body(desc, ctx), self.doc.location(node))
 
     def _heartbeat(self, rule: str, node: Node) -> HeartbeatRule:

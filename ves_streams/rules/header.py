@@ -12,6 +12,7 @@
                                           # omit or null: use collectd's interval
       heartbeat_interval: 60              # seconds; omit: the measurement interval
       event_ids: deterministic            # or counter; omit: the caller decides
+      alarm_lifecycle: true               # faults as alarms (VES 7.2); omit: on for VES 7, off for 5
       sink:                               # free-form options for the VES sink
         batch_size: 20
 
@@ -55,6 +56,8 @@ class TopologyHeader:
     sink: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     source_path: str = ""
     event_ids: str | None = None
+    #: the fault stage keeps alarms (one eventId from raise to clear); None: the VES version's default
+    alarm_lifecycle: bool | None = None
 
     @property
     def ves_major(self) -> int:
@@ -111,6 +114,10 @@ def _check(doc: Document, key: str, value: Any, node: Node) -> Any:
     if key == "event_ids":
         if value not in (None, "counter", "deterministic"):
             raise bad(f"{value!r} is not an id policy", "use 'counter' (Barometer's) or 'deterministic'")
+        return value
+    if key == "alarm_lifecycle":
+        if value is not None and not isinstance(value, bool):
+            raise bad(f"{value!r} is not true or false", "write 'alarm_lifecycle: true' or 'false' (or omit it)")
         return value
     if key == "sink":
         if value is None:

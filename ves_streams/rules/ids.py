@@ -11,7 +11,11 @@ derives the id from what the event is about instead:
   series, or its INDEX-KEY values) and the start of the interval;
 * heartbeats: the rule, the host and the start of the interval;
 * notifications: the rule and the notification's own content (host, plugin,
-  instances, type, severity, time, message).
+  instances, type, severity, time, message);
+* alarms (the fault stage's alarm lifecycle, :mod:`ves_streams.stages.alarms`):
+  the rule, the alarm's identity (host, plugin, instances, type) and its onset
+  time, so every event of one alarm, from its onset to its clear, has the
+  same id, and a replay of the onset after a crash makes the same one.
 
 Within one event every ``{system.id}`` renders the same deterministic id.
 """
@@ -42,6 +46,8 @@ class IdPolicy(Protocol):
 
     def for_heartbeat(self, rule: str, host: str) -> IdSource: ...
 
+    def for_alarm(self, rule: str, notification: Notification, onset: float) -> IdSource: ...
+
 
 @dataclass(slots=True)
 class CounterIds:
@@ -70,6 +76,9 @@ class CounterIds:
     def for_heartbeat(self, rule: str, host: str) -> IdSource:
         return self._next
 
+    def for_alarm(self, rule: str, notification: Notification, onset: float) -> IdSource:
+        return self._next
+
 
 @dataclass(frozen=True, slots=True)
 class DeterministicIds:
@@ -96,6 +105,15 @@ class DeterministicIds:
 
     def for_heartbeat(self, rule: str, host: str) -> IdSource:
         return _constant(_digest("h", rule, host, repr(float(self.interval_start))))
+
+    def for_alarm(self, rule: str, notification: Notification, onset: float) -> IdSource:
+        """The id of the alarm ``notification`` belongs to, which began at ``onset``.
+
+        Independent of the notification's severity, message and time: a
+        re-raise, a severity change and the clear all render the onset's id.
+        """
+        n = notification
+        return _constant(_digest("a", rule, n.host, n.plugin, n.plugin_instance, n.type, n.type_instance, repr(float(onset))))
 
 
 def _digest(*parts: str) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "System",
     "Config",
     "HeartbeatInfo",
+    "AlarmFields",
     "Node",
     "Const",
     "Text",
@@ -85,14 +86,39 @@ class HeartbeatInfo:
     interval: int
 
 
+class AlarmFields:
+    """``{alarm.*}`` (extension, ``!Events`` rules): the alarm a notification belongs to.
+
+    ``id`` is the alarm's eventId (the same for its onset, re-raises and
+    clear), ``start`` its onset time and ``last`` this notification's time
+    (epoch seconds), ``sequence`` this event's place in the alarm (0 at the
+    onset). Without the alarm lifecycle every notification is an alarm of its
+    own: ``id`` is ``{system.id}``, ``start`` and ``last`` are ``{n.time}``,
+    ``sequence`` is 0.
+    """
+
+    __slots__ = ("_next_id", "start", "last", "sequence")
+
+    def __init__(self, next_id: IdSource, start: float, last: float, sequence: int) -> None:
+        self._next_id = next_id
+        self.start = start
+        self.last = last
+        self.sequence = sequence
+
+    @property
+    def id(self) -> int | str:
+        return self._next_id()
+
+
 class Scope:
     """Everything a template may read at one point of a render.
 
     ``vl`` is the sample in hand (``None`` in events and heartbeats), ``n``
-    the notification, ``index`` the host's samples for nested selectors.
+    the notification, ``index`` the host's samples for nested selectors,
+    ``alarm`` the notification's alarm.
     """
 
-    __slots__ = ("vl", "n", "system", "config", "hb", "index")
+    __slots__ = ("vl", "n", "system", "config", "hb", "index", "alarm")
 
     def __init__(
         self,
@@ -102,6 +128,7 @@ class Scope:
         config: Config,
         hb: HeartbeatInfo | None,
         index: SampleIndex | None,
+        alarm: AlarmFields | None = None,
     ) -> None:
         self.vl = vl
         self.n = n
@@ -109,9 +136,10 @@ class Scope:
         self.config = config
         self.hb = hb
         self.index = index
+        self.alarm = alarm
 
     def with_sample(self, sample: Sample) -> Scope:
-        return Scope(sample, self.n, self.system, self.config, self.hb, self.index)
+        return Scope(sample, self.n, self.system, self.config, self.hb, self.index, self.alarm)
 
 
 def _require_index(scope: Scope, location: str) -> SampleIndex:

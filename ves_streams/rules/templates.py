@@ -70,6 +70,8 @@ FIELDS: Mapping[str, Mapping[str, Any]] = {
     "config": {"interval": 1.5},
     # ves-streams extension: the heartbeat being rendered
     "hb": {"host": "h", "interval": 10},
+    # ves-streams extension: the alarm a notification belongs to (its lifecycle, VES 7.2)
+    "alarm": {"id": None, "start": 1.5, "last": 1.5, "sequence": 1},
 }
 
 _FORMATTER = string.Formatter()

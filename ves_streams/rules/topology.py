@@ -39,11 +39,12 @@ from .errors import RenderError, RenderFailure, RuleError
 from .header import TopologyHeader
 from .ids import CounterIds, IdPolicy
 from .loader import Document, parse_document, read_document
-from .plan import Config, HeartbeatInfo, Node, Scope, System
+from .plan import AlarmFields, Config, HeartbeatInfo, Node, Scope, System
 from .selectors import SampleIndex
 
 __all__ = [
     "Topology",
+    "AlarmPhase",
     "RenderContext",
     "RenderResult",
     "RenderedEvent",
@@ -57,19 +58,38 @@ log.addHandler(logging.NullHandler())  # a library logs; the application decides
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmPhase:
+    """Where a notification stands in its alarm's life, as the fault stage's alarm table decided.
+
+    ``onset`` is the alarm's first notification's time, ``last`` this one's
+    (epoch seconds), ``sequence`` this event's number within the alarm (0 at
+    the onset). ``tracked`` is False for a clear of an alarm the table never
+    saw raised: its id derives from the clear itself, as without a lifecycle.
+    """
+
+    onset: float
+    last: float
+    sequence: int
+    tracked: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RenderContext:
     """What a render needs besides the data.
 
     ``hostname`` is ``{system.hostname}`` (Barometer always rendered
     ``localhost``); ``interval`` is ``{config.interval}`` in seconds; ``now``
     is ``{system.time}`` and the day of ``{system.date}`` (local time, as
-    Barometer); ``ids`` produces ``{system.id}``.
+    Barometer); ``ids`` produces ``{system.id}``. ``alarm``, when the fault
+    stage keeps alarms, is the notification's place in its alarm: then
+    ``{system.id}`` and ``{alarm.id}`` of a fault render the alarm's id.
     """
 
     hostname: str = "localhost"
     interval: float = 10.0
     now: float = field(default_factory=time.time)
     ids: IdPolicy = field(default_factory=CounterIds)
+    alarm: AlarmPhase | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +182,20 @@ class Topology:
         result = RenderResult()
         config = Config(float(ctx.interval))
         date = _date(ctx.now)
+        phase = ctx.alarm
         for rule in self._plan.events:
             if not rule.condition.matches(notification):
                 continue
-            ids = ctx.ids.for_notification(rule.name, notification)
-            scope = Scope(None, notification, System(ctx.hostname, ctx.now, date, ids), config, None, None)
+            if phase is not None and phase.tracked:
+                ids = ctx.ids.for_alarm(rule.name, notification, phase.onset)
+            else:
+                ids = ctx.ids.for_notification(rule.name, notification)
+            if phase is None:
+                alarm = AlarmFields(ids, notification.time, notification.time, 0)
+            else:
+                alarm = AlarmFields(ids, phase.onset, phase.last, phase.sequence)
+            system = System(ctx.hostname, ctx.now, date, ids)
+            scope = Scope(None, notification, system, config, None, None, alarm)
             self._render(rule.name, notification.host, rule.item, scope, result)
         return result
 
