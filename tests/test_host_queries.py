@@ -18,7 +18,7 @@ def _directory(active: list[int], owners: dict[int, str]) -> HostDirectory:
         if partition in active:
             for i, plugin in enumerate(("cpu", "memory", "load")):
                 vl = _vl(host, plugin, 1000.0 + i)
-                index.put(partition, series_key(vl), vl)
+                index.put(partition, series_key(vl), (vl,))
     index.set_marker(0, 990.0)
     index.built = True
     return HostDirectory(

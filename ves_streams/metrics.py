@@ -139,6 +139,12 @@ class Metrics:
             "Host windows not rendered because the host (re)appeared during the window, with part of its series",
             registry=r,
         )
+        self.late_samples = Counter(
+            "ves_streams_late_samples",
+            "Value lists that reached the state after their window was rendered: counted and dropped, "
+            "never rendered in another window",
+            registry=r,
+        )
         self.render_wait = Histogram(
             "ves_streams_render_wait_seconds",
             "How long a render tick waited after its boundary for ingest to handle what the input held then",
@@ -159,6 +165,12 @@ class Metrics:
         )
         self.hosts = Gauge("ves_streams_hosts", "Hosts with current samples in this worker's active partitions", registry=r)
         self.series = Gauge("ves_streams_series", "Series held in this worker's active partitions", registry=r)
+        self.unmatched_clears = Counter(
+            "ves_streams_unmatched_clears",
+            "Clears (collectd OKAY) of an alarm the fault stage did not know (raised before it kept alarms):"
+            " sent with an id derived from the clear",
+            registry=r,
+        )
         # Every series of a fixed vocabulary exists from the start, at 0: an alert on
         # increase() sees the first dead letter or retry, not a series appearing with it.
         for stage in ("measurements", "heartbeat", "fault"):

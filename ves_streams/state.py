@@ -1,24 +1,43 @@
-"""Per-host sample state: the latest value list of every series, with aging.
+"""Per-host sample state by event time: each series' samples of the windows not yet rendered.
 
-Layout, chosen so that the changelog stays small and recovery is cheap:
+A measurement event says "these were host H's values in ``[T, T + interval)``",
+so a window is rendered from the samples whose collectd ``time`` falls in it,
+never from whatever arrived last (Kafka Streams' windowed store, emitted when
+the window's tick closes it). Layout, chosen so that the changelog stays small
+and recovery is cheap:
 
 * the Faust table (RocksDB, changelog-backed) is keyed by **series** --
   ``[host, plugin, plugin_instance, type, type_instance]`` as a JSON array --
-  and holds that series' latest value list as JSON. A changelog record is
-  one value list, never a whole host.
+  and holds that series' **held value lists** as a JSON array, oldest first:
+  at most one per window (the newest collectd sent for it) for every window
+  not yet rendered, plus the newest one of a rendered window while no later
+  window has a sample of its own (Barometer's cache: a window the series did
+  not report in renders its last value while it is fresh). A changelog
+  record is one series, never a whole host.
 * the table is co-partitioned with the samples repartition topic, which is
   keyed (and explicitly partitioned, :func:`host_partition`) by host, so all
   series of a host live in one partition.
 * :class:`HostIndex` is an in-memory view ``partition -> host -> series ->
-  ValueList`` of the *active* partitions, so rendering a host is a lookup.
-  It is rebuilt from the table after every rebalance (the table is then
-  recovered from its changelog) and kept current by :class:`SampleStore`.
-* aging is Barometer's: a value list not updated within twice its own
-  interval is dropped (:func:`is_expired`). Dropping deletes the table key,
-  so the changelog gets a tombstone and compaction forgets the series.
+  held value lists`` of the *active* partitions, so rendering a host is a
+  lookup. It is rebuilt from the table after every rebalance (the table is
+  then recovered from its changelog) and kept current by :class:`SampleStore`.
+* rendering window ``W`` takes, per series, the newest held value list whose
+  ``time`` is before ``W``'s end (:meth:`SampleStore.samples`); one stamped
+  in ``W`` wins over an older one, and a value list of a later window is
+  never seen. The rule engine's aging then drops a carried value that is no
+  longer fresh, as Barometer does.
+* a value list whose window was already rendered is **late**: counted
+  (:attr:`Applied.late`) and dropped, never folded into another window. An
+  older one than the series' newest rendered value is a replay and is
+  dropped silently. (Future-stamped value lists never get here: ingest
+  dead-letters them, :func:`ves_streams.stages.repartition.sample_time_error`.)
+* aging is Barometer's: a series whose newest value list is older than twice
+  its own interval is dropped (:func:`is_expired`). Dropping deletes the
+  table key, so the changelog gets a tombstone and compaction forgets it.
 * one extra key per partition (:func:`marker_key`) remembers the end of the
-  last interval rendered for that partition; it de-duplicates render ticks
-  and tells a new owner which intervals a failed worker did not render.
+  last interval rendered for that partition; it de-duplicates render ticks,
+  tells a new owner which intervals a failed worker did not render, and
+  tells which samples are late.
 
 Everything here works on any ``MutableMapping[bytes, bytes]``; the agents
 pass the Faust table, unit tests a dict.
@@ -40,19 +59,26 @@ from ves_streams.runtime import faust_compat
 from ves_streams.wire.samples import decode_trusted_value_lists, host_partition, value_list_from_json
 
 __all__ = [
+    "Applied",
+    "Held",
     "HostIndex",
     "LocalState",
     "MappingState",
     "RocksDBPartitions",
     "SampleStore",
     "decode_trusted_value_lists",
+    "decode_held",
     "decode_value_list",
+    "encode_held",
     "encode_value_list",
     "host_partition",
     "is_expired",
     "local_state_of",
     "marker_key",
+    "needed",
+    "newest_before",
     "series_key",
+    "window_index",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,10 +125,14 @@ def _marker_partition(key: bytes) -> int | None:
 #: msgspec writes a :class:`ValueList` straight from its fields, into exact-size bytes.
 _TABLE_ENCODER = msgspec.json.Encoder()
 _TABLE_DECODER = msgspec.json.Decoder(ValueList)
+_HELD_DECODER = msgspec.json.Decoder(tuple[ValueList, ...])
+
+#: A series' held value lists, oldest first, at most one per window.
+Held = tuple[ValueList, ...]
 
 
 def encode_value_list(vl: ValueList) -> bytes:
-    """A table value: the value list's JSON (the fields of :meth:`ValueList.to_json`, in declaration order)."""
+    """A value list's JSON (the fields of :meth:`ValueList.to_json`, in declaration order)."""
     return _TABLE_ENCODER.encode(vl)
 
 
@@ -118,6 +148,25 @@ def decode_value_list(raw: bytes) -> ValueList:
         return value_list_from_json(orjson.loads(raw))
 
 
+def encode_held(held: Held) -> bytes:
+    """A table value: the series' held value lists as a JSON array, oldest first."""
+    return _TABLE_ENCODER.encode(held)
+
+
+def decode_held(raw: bytes) -> Held:
+    """Inverse of :func:`encode_held`; a single value list (the table of releases before
+    event-time windows, recovered from an old changelog) reads as one held value list."""
+    if raw[:1] == b"{":
+        return (decode_value_list(raw),)
+    try:
+        return _HELD_DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        data = orjson.loads(raw)
+        if not isinstance(data, list):
+            raise ValueError("a held series is a JSON array") from None
+        return tuple(value_list_from_json(item) for item in data)
+
+
 def is_expired(vl: ValueList, now: float) -> bool:
     """True when ``vl`` was not updated within twice its interval (Barometer's rule).
 
@@ -125,6 +174,42 @@ def is_expired(vl: ValueList, now: float) -> bool:
     current while ``now - time < 2 x interval``.
     """
     return now - vl.time >= AGE_FACTOR * vl.interval
+
+
+def window_index(t: float, interval: float) -> int:
+    """Which window ``[k x interval, (k + 1) x interval)`` the time ``t`` falls in (``k``).
+
+    Rounded like :func:`ves_streams.identity.next_boundary`, so a sample
+    stamped on a boundary belongs to the window that starts there.
+    """
+    return math.floor(round(t / interval, 9))
+
+
+def newest_before(held: Held, end: float) -> ValueList | None:
+    """The newest of ``held`` stamped before ``end``: what window ``[..., end)`` renders for the series."""
+    for vl in reversed(held):
+        if vl.time < end:
+            return vl
+    return None
+
+
+def needed(held: Held, marker: float | None, interval: float) -> Held:
+    """``held`` without what no window left to render can use.
+
+    Windows before ``marker`` are rendered; each later window renders its
+    own value list or, without one, the newest before it. So of the value
+    lists stamped before ``marker`` only the newest can still be rendered,
+    and only while the first window after ``marker`` has none of its own.
+    """
+    if marker is None or not held or held[0].time >= marker:
+        return held
+    cut = 0
+    while cut < len(held) and held[cut].time < marker:
+        cut += 1
+    rest = held[cut:]
+    if rest and window_index(rest[0].time, interval) == window_index(marker, interval):
+        return rest
+    return held[cut - 1 :]
 
 
 @dataclass(slots=True)
@@ -137,14 +222,14 @@ class RebuildReport:
 
 @dataclass(slots=True)
 class _Partition:
-    hosts: dict[str, dict[bytes, ValueList]] = field(default_factory=dict)
+    hosts: dict[str, dict[bytes, Held]] = field(default_factory=dict)
     #: host -> time of its oldest value list since it (re)appeared
     first_seen: dict[str, float] = field(default_factory=dict)
     marker: float | None = None
 
 
 class HostIndex:
-    """``partition -> host -> series key -> ValueList`` for this worker's active partitions.
+    """``partition -> host -> series key -> held value lists`` for this worker's active partitions.
 
     Not thread-safe and not persistent: it mirrors the table, which is the
     source of truth. :meth:`invalidate` on rebalance; :meth:`rebuild` from the
@@ -211,18 +296,20 @@ class HostIndex:
                         report.unreadable += 1
                 continue
             try:
-                vl = decode_value_list(raw)
+                held = decode_held(raw)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 report.unreadable += 1
                 continue
-            part = self._partitions.get(partition_of(vl.host))
+            if not held:
+                continue
+            host = held[0].host
+            part = self._partitions.get(partition_of(host))
             if part is None:
                 continue
-            vl = self._shared(vl)
-            part.hosts.setdefault(vl.host, {})[key] = vl
-            # The table keeps only each series' newest value list, so its times say
-            # nothing about when the host appeared: a recovered host is an old one.
-            part.first_seen[vl.host] = -math.inf
+            part.hosts.setdefault(host, {})[key] = tuple(self._shared(vl) for vl in held)
+            # The table keeps only what is left to render, so its times say nothing
+            # about when the host appeared: a recovered host is an old one.
+            part.first_seen[host] = -math.inf
             report.series += 1
         report.hosts = sum(len(p.hosts) for p in self._partitions.values())
         self.built = True
@@ -234,19 +321,27 @@ class HostIndex:
             part = self._partitions[partition] = _Partition()
         return part
 
-    def get(self, partition: int, host: str, key: bytes) -> ValueList | None:
+    def held(self, partition: int, host: str, key: bytes) -> Held:
+        """The series' held value lists, oldest first (empty when the series is not held)."""
         part = self._partitions.get(partition)
         if part is None:
-            return None
-        return part.hosts.get(host, {}).get(key)
+            return ()
+        return part.hosts.get(host, {}).get(key, ())
 
-    def put(self, partition: int, key: bytes, vl: ValueList) -> None:
+    def put(self, partition: int, key: bytes, held: Held) -> None:
+        """Hold ``held`` (non-empty, oldest first, one host's series) for the series ``key``."""
         part = self._part(partition)
-        vl = self._shared(vl)
-        part.hosts.setdefault(vl.host, {})[key] = vl
-        seen = part.first_seen.get(vl.host)
-        if seen is None or vl.time < seen:
-            part.first_seen[vl.host] = vl.time
+        host = held[0].host
+        series = part.hosts.get(host)
+        if series is None:
+            series = part.hosts[host] = {}
+        previous = series.get(key, ())
+        prior = {id(vl) for vl in previous}
+        series[key] = tuple(vl if id(vl) in prior else self._shared(vl) for vl in held)
+        oldest = held[0].time
+        seen = part.first_seen.get(host)
+        if seen is None or oldest < seen:
+            part.first_seen[host] = oldest
 
     def remove(self, partition: int, host: str, key: bytes) -> None:
         part = self._partitions.get(partition)
@@ -277,18 +372,30 @@ class HostIndex:
         part = self._partitions.get(partition)
         return sorted(part.hosts) if part else []
 
-    def value_lists(self, partition: int, host: str) -> list[ValueList]:
+    def value_lists(self, partition: int, host: str, before: float = math.inf) -> list[ValueList]:
+        """Per series of ``host``, the newest value list stamped before ``before`` (default: the newest)."""
         part = self._partitions.get(partition)
         if part is None:
             return []
-        return list(part.hosts.get(host, {}).values())
+        out = []
+        for held in part.hosts.get(host, {}).values():
+            vl = held[-1] if held[-1].time < before else newest_before(held, before)
+            if vl is not None:
+                out.append(vl)
+        return out
 
-    def series(self, partition: int) -> Iterator[tuple[bytes, ValueList]]:
+    def series(self, partition: int) -> Iterator[tuple[bytes, Held]]:
         part = self._partitions.get(partition)
         if part is None:
             return
         for series in part.hosts.values():
             yield from series.items()
+
+    def replace(self, partition: int, host: str, key: bytes, held: Held) -> None:
+        """Hold ``held`` (already in the index, a subset of what it holds) for ``key``: no sharing, no first-seen."""
+        part = self._partitions.get(partition)
+        if part is not None and host in part.hosts:
+            part.hosts[host][key] = held
 
     def marker(self, partition: int) -> float | None:
         part = self._partitions.get(partition)
@@ -364,12 +471,26 @@ def local_state_of(store: Any) -> LocalState:
     return MappingState(store)
 
 
+@dataclass(slots=True)
+class Applied:
+    """What :meth:`SampleStore.apply` did with a batch of value lists."""
+
+    #: ``(key, value)`` pairs written to the local state, for the changelog
+    changes: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: value lists whose window was already rendered: counted and dropped
+    late: int = 0
+
+
 class SampleStore:
     """The table and its index, updated together.
 
     Every mutating method must run while the Faust stream is processing a
     record of ``partition`` (Faust writes a table change to the changelog
     partition of the record being processed).
+
+    ``interval`` is the render interval: windows are its wall-clock
+    multiples. ``keep`` bounds the windows a series holds (the backfill limit
+    and the current one: an older window could not be rendered anyway).
 
     ``local`` is where :meth:`apply` and :meth:`expire` write: by default the
     table itself; the agents pass the Faust table's local store
@@ -381,55 +502,100 @@ class SampleStore:
     buffer when many series aged out at once.
     """
 
-    def __init__(self, table: MutableMapping[bytes, bytes], index: HostIndex, local: LocalState | None = None) -> None:
+    def __init__(
+        self,
+        table: MutableMapping[bytes, bytes],
+        index: HostIndex,
+        local: LocalState | None = None,
+        *,
+        interval: float = 10.0,
+        keep: int = 12,
+    ) -> None:
+        if interval <= 0 or not math.isfinite(interval):
+            raise ValueError("interval must be a positive number of seconds")
         self.table = table
         self.index = index
         self.local: LocalState = MappingState(table) if local is None else local
+        self.interval = interval
+        self.keep = max(2, keep)
 
-    def apply(self, partition: int, value_lists: Iterable[ValueList]) -> list[tuple[bytes, bytes]]:
-        """Keep each series' newest value list; returns the ``(key, value)`` pairs written.
+    def apply(self, partition: int, value_lists: Iterable[ValueList]) -> Applied:
+        """Hold each value list in its window (the newest per series and window).
 
-        A value list older than the one held (a replay after a restart, or
-        out-of-order delivery) is ignored, so state never goes backwards, and
-        one equal to it is not written again.
+        * one stamped before the partition's marker (its window was rendered)
+          and newer than the series' newest rendered value list is late:
+          counted, not held; an older or equal one is a replay: ignored;
+        * one older than the series' value list of the same window is ignored
+          (collectd sent a newer one), so a window's content never goes back;
+        * an equal one is not written again.
         """
-        changes: list[tuple[bytes, bytes]] = []
+        applied = Applied()
+        changes = applied.changes
         local = self.local
+        index = self.index
+        interval = self.interval
+        marker = index.marker(partition)
         for vl in value_lists:
             key = series_key(vl)
-            held = self.index.get(partition, vl.host, key)
-            if held is not None and held.time > vl.time:
+            held = index.held(partition, vl.host, key)
+            t = vl.time
+            if marker is not None and t < marker:
+                rendered = newest_before(held, marker)
+                if rendered is None or t > rendered.time:
+                    applied.late += 1
                 continue
-            if held == vl:
+            updated = _hold(held, vl, window_index(t, interval), interval)
+            if updated is None:
                 continue
-            value = encode_value_list(vl)
+            updated = needed(updated, marker, interval)
+            if len(updated) > self.keep:
+                updated = updated[-self.keep :]
+            value = encode_held(updated)
             local.put(partition, key, value)
-            self.index.put(partition, key, vl)
+            index.put(partition, key, updated)
             changes.append((key, value))
-        return changes
+        return applied
 
     def expire(self, partition: int, now: float) -> list[bytes]:
         """Delete every series of ``partition`` expired at ``now``; returns their keys.
 
-        The caller produces a tombstone per key to the changelog, so that
-        compaction forgets the series and a new owner does not recover it.
+        A series is expired when its newest value list is (nothing newer is
+        held for a later window). The caller produces a tombstone per key to
+        the changelog, so that compaction forgets the series and a new owner
+        does not recover it. In passing, the index forgets held value lists
+        no window left to render can use (:func:`needed`); the table keeps
+        them until the series is next written, and a rebuild drops them.
         """
-        expired = [(key, vl.host) for key, vl in self.index.series(partition) if is_expired(vl, now)]
+        marker = self.index.marker(partition)
+        interval = self.interval
+        expired: list[tuple[bytes, str]] = []
+        trimmed: list[tuple[bytes, Held]] = []
+        for key, held in self.index.series(partition):
+            if is_expired(held[-1], now):
+                expired.append((key, held[-1].host))
+            elif len(held) > 1:
+                kept = needed(held, marker, interval)
+                if len(kept) != len(held):
+                    trimmed.append((key, kept))
         local = self.local
         for key, host in expired:
             local.delete(partition, key)
             self.index.remove(partition, host, key)
+        for key, kept in trimmed:
+            self.index.replace(partition, kept[0].host, key, kept)
         return [key for key, _ in expired]
 
-    def samples(self, partition: int, host: str) -> list[Sample]:
-        """All samples of a host (one per data source of each value list), in series order.
+    def samples(self, partition: int, host: str, end: float = math.inf) -> list[Sample]:
+        """The samples window ``[..., end)`` renders for a host, in series order.
 
-        The order does not depend on the history of the index (arrival order
-        vs. a rebuild from RocksDB), so any worker renders a host's window
-        into the same event body.
+        Per series, the newest value list stamped before ``end`` (one data
+        source, one sample); value lists of later windows are not seen. The
+        order does not depend on the history of the index (arrival order vs.
+        a rebuild from RocksDB), so any worker renders a host's window into
+        the same event body.
         """
         out: list[Sample] = []
-        for vl in sorted(self.index.value_lists(partition, host), key=lambda v: v.series):
+        for vl in sorted(self.index.value_lists(partition, host, end), key=lambda v: v.series):
             out.extend(vl.samples())
         return out
 
@@ -441,3 +607,16 @@ class SampleStore:
             raise ValueError("marker must be finite")
         self.table[marker_key(partition)] = orjson.dumps(end)
         self.index.set_marker(partition, end)
+
+
+def _hold(held: Held, vl: ValueList, window: int, interval: float) -> Held | None:
+    """``held`` with ``vl`` in its window, or None when nothing changes (an older or equal one is there)."""
+    for i, other in enumerate(held):
+        w = window_index(other.time, interval)
+        if w == window:
+            if other.time > vl.time or other == vl:
+                return None
+            return held[:i] + (vl,) + held[i + 1 :]
+        if w > window:
+            return held[:i] + (vl,) + held[i:]
+    return held + (vl,)

@@ -425,6 +425,76 @@ def test_windows_missed_by_a_dead_owner_are_backfilled_with_their_own_ids() -> N
     assert p.metrics.windows.labels("backfilled")._value.get() == 3
 
 
+@dataclass
+class ValueRecordingRenderer(StubRenderer):
+    """Records the values each host window was rendered from."""
+
+    windows: dict[float, list[float]] = field(default_factory=dict)
+
+    def measurements(self, host: str, samples: Sequence[Sample], window: Interval) -> Rendered:
+        self.windows[window.start] = [s.value for s in samples]
+        return super().measurements(host, samples, window)
+
+
+def test_a_tick_two_intervals_late_renders_each_window_from_its_own_samples() -> None:
+    renderer = ValueRecordingRenderer(heartbeat_interval=None)
+    p = RecordingPipeline(renderer)
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 1)
+
+    async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 985.0, value=-1.0))  # reporting since before 990
+        await handle_samples(p, samples_message(p, host, 995.0, value=0.0))
+        await handle_samples(p, tick_message(1, 1000.0))
+        # ingest ran three rounds ahead of the next tick (a backlog, a takeover, a slow worker)
+        for t, v in ((1005.0, 1.0), (1015.0, 2.0), (1025.0, 3.0)):
+            await handle_samples(p, samples_message(p, host, t, value=v))
+        await handle_samples(p, tick_message(1, 1030.0))  # the ticks of 1010 and 1020 never came
+
+    run(scenario())
+    assert renderer.windows == {990.0: [0.0], 1000.0: [1.0], 1010.0: [2.0], 1020.0: [3.0]}
+    ids = [dict(e.headers)["ves-event-id"].decode() for e in p.events()]
+    assert ids == [f"m-{host}-{s}" for s in (990.0, 1000.0, 1010.0, 1020.0)]
+
+
+def test_a_sample_whose_window_was_rendered_is_counted_late_and_never_rendered() -> None:
+    renderer = ValueRecordingRenderer(heartbeat_interval=None)
+    p = RecordingPipeline(renderer)
+    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 3)
+
+    async def scenario() -> None:
+        await handle_samples(p, samples_message(p, host, 995.0, value=0.0))
+        await handle_samples(p, samples_message(p, host, 1005.0, value=1.0))
+        await handle_samples(p, tick_message(3, 1010.0))
+        await handle_samples(p, samples_message(p, host, 1009.0, value=9.0))  # after its window's tick
+        await handle_samples(p, samples_message(p, host, 1015.0, value=2.0))
+        await handle_samples(p, tick_message(3, 1020.0))
+
+    run(scenario())
+    assert p.metrics.late_samples._value.get() == 1
+    assert renderer.windows == {1000.0: [1.0], 1010.0: [2.0]}
+
+
+def test_a_value_list_stamped_in_the_future_is_dead_lettered_at_ingest_with_the_reason() -> None:
+    now = 1_000_000.0
+    ok = orjson.dumps([values_json("a", now + 9.0)])  # within one interval: clocks differ a little
+    ahead = orjson.dumps([values_json("b", now + 3600.0)])
+    out = ingest_batch([message(ok, offset=1), message(ahead, offset=2)], 4, now=now)
+    assert out.value_lists == 1 and out.malformed_values == 1
+    [letter] = out.dead_letters
+    headers = dict(letter.headers)
+    assert b"in the future" in headers["ves-streams-reason"] and b"'b'" in headers["ves-streams-reason"]
+    assert letter.value == ahead
+    assert [vl.host for r in out.records for vl in parse_value_lists(r.value)] == ["a"]
+
+
+@pytest.mark.parametrize("interval", [1e9, 86400.5])
+def test_a_value_list_with_an_absurd_interval_is_dead_lettered_at_ingest(interval: float) -> None:
+    raw = orjson.dumps([values_json("a", 1000.0, interval=interval)])
+    out = ingest_batch([message(raw, offset=1)], 4, now=1000.0)
+    assert out.value_lists == 0 and len(out.dead_letters) == 1
+    assert b"interval" in dict(out.dead_letters[0].headers)["ves-streams-reason"]
+
+
 def test_expired_series_are_deleted_and_not_rendered() -> None:
     renderer = StubRenderer(heartbeat_interval=None)
     p = RecordingPipeline(renderer)

@@ -9,7 +9,9 @@ from ves_streams.state import (
     HostIndex,
     RocksDBPartitions,
     SampleStore,
+    decode_held,
     decode_value_list,
+    encode_held,
     encode_value_list,
     host_partition,
     is_expired,
@@ -59,16 +61,17 @@ def test_host_partition_is_kafkas_default_partitioner() -> None:
     assert {host_partition(f"h{i}", 4) for i in range(100)} == {0, 1, 2, 3}
 
 
-def test_store_keeps_one_record_per_series_and_the_newest_value() -> None:
+def test_store_keeps_one_record_per_series_and_the_newest_value_of_each_window() -> None:
     table: dict[bytes, bytes] = {}
-    store = SampleStore(table, HostIndex())
-    assert len(store.apply(0, [vl(time=100, value=1), vl(ti="user", time=100)])) == 2
-    assert store.apply(0, [vl(time=90, value=5)]) == []  # older: replay after a restart, ignored
-    assert store.apply(0, [vl(time=100, value=1)]) == []  # identical: no changelog write
-    assert [k for k, _ in store.apply(0, [vl(time=110, value=2)])] == [series_key(vl())]
+    store = SampleStore(table, HostIndex(), interval=10)
+    assert len(store.apply(0, [vl(time=101, value=1), vl(ti="user", time=101)]).changes) == 2
+    assert store.apply(0, [vl(time=100.5, value=5)]).changes == []  # older in the same window: ignored
+    assert store.apply(0, [vl(time=101, value=1)]).changes == []  # identical: no changelog write
+    assert [k for k, _ in store.apply(0, [vl(time=112, value=2)]).changes] == [series_key(vl())]
     assert len(table) == 2
-    assert decode_value_list(table[series_key(vl())]).values[0] == 2
+    assert [v.values[0] for v in decode_held(table[series_key(vl())])] == [1, 2]  # no window rendered yet
     assert [s.value for s in store.samples(0, "h1") if s.type_instance == "idle"] == [2]
+    assert [s.value for s in store.samples(0, "h1", 110.0) if s.type_instance == "idle"] == [1]
 
 
 def test_expiry_deletes_the_series_and_names_them_for_their_tombstones() -> None:
@@ -199,11 +202,11 @@ def test_series_written_straight_to_a_faust_rocksdb_partition_read_back_through_
     assert isinstance(local, RocksDBPartitions)
     store = SampleStore({}, HostIndex(), local)
     store.apply(2, [vl(time=100, interval=10), vl(ti="user", time=130, interval=10)])
-    assert table.data[series_key(vl())] == encode_value_list(vl(time=100, interval=10))
+    assert table.data[series_key(vl())] == encode_held((vl(time=100, interval=10),))
     assert sorted(table.data._dbs) == [2]  # nothing went to another partition's database
     assert store.expire(2, now=125.0) == [series_key(vl())]
     assert series_key(vl()) not in table.data
-    assert decode_value_list(table.data[series_key(vl(ti="user"))]).time == 130
+    assert decode_held(table.data[series_key(vl(ti="user"))])[0].time == 130
 
 
 def test_a_store_without_partition_databases_is_written_as_a_mapping() -> None:

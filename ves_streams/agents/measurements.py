@@ -2,12 +2,17 @@
 
 Two kinds of record arrive, in order, on each partition of the samples topic:
 
-* **values** (from ingest): the host's value lists update the state table
-  (:class:`~ves_streams.state.SampleStore`);
+* **values** (from ingest): the host's value lists are held in the state
+  table in the window their collectd ``time`` falls in
+  (:class:`~ves_streams.state.SampleStore`); one whose window was already
+  rendered is late: counted (``ves_streams_late_samples_total``), not held;
 * **ticks**: at every wall-clock interval boundary each worker's
   :func:`tick_loop` produces one tick into each samples partition it
   actively owns. Consuming a tick renders the window that just ended for
-  every host of that partition.
+  every host of that partition, each window from its own samples: per
+  series the newest value list stamped in the window or, without one, the
+  newest before it while it is fresh (Barometer's cache); never one stamped
+  after the window's end, however late the tick.
 
 Rendering from a record of the partition, rather than straight from a timer,
 is what makes the state handling correct: the tick is ordered after the
@@ -82,8 +87,10 @@ async def handle_samples(pipeline: Pipeline, message: Message) -> None:
             letter = deadletter.malformed_input(message.key, message.value, exc.reason, STAGE, source)
             await pipeline.dead_letter(letter, STAGE)
             return
-    changes = pipeline.store.apply(message.partition, value_lists)
-    await pipeline.write_changelog(message.partition, changes)
+    applied = pipeline.store.apply(message.partition, value_lists)
+    if applied.late:
+        pipeline.metrics.late_samples.inc(applied.late)
+    await pipeline.write_changelog(message.partition, applied.changes)
 
 
 async def render_partition(pipeline: Pipeline, partition: int, tick: Tick, source: deadletter.Source) -> None:
@@ -135,7 +142,7 @@ async def _render_window(pipeline: Pipeline, partition: int, window: Interval, s
     hb_boundary = heartbeat_due(window, renderer.heartbeat_interval) if renderer.heartbeat_interval else None
     window_outputs = EventOutputs()
     for host in pipeline.index.hosts(partition):
-        samples = store.samples(partition, host)
+        samples = store.samples(partition, host, window.end)
         if not samples:
             continue
         made = []

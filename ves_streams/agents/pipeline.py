@@ -95,7 +95,8 @@ class Pipeline:
         # Both are looked up on first use (table.data opens Faust's store).
         self.changelog_topic: str | None = None
         self._faust_table = hasattr(table, "changelog_topic") and hasattr(table, "data")
-        self.store = SampleStore(table, self.index)
+        # a series holds the windows a tick may still render: the backfill limit and the current one
+        self.store = SampleStore(table, self.index, interval=settings.interval, keep=MAX_BACKFILL_WINDOWS + 2)
         self.changelog_failures = 0
         #: changelog partition -> changes not yet queued (at-least-once; see write_changelog)
         self._changelog_pending: dict[int, list[tuple[bytes, bytes | None]]] = {}

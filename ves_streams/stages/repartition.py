@@ -32,6 +32,11 @@ What it guarantees (with the loop's commit-after-ack):
 * **Never crashes on data**: a message is accepted or dead-lettered whole
   (``collectd.parse_value_lists`` never half-parses); a parser bug
   dead-letters the message with ``internal error`` as the reason.
+* **Times a window can hold**: a value list stamped more than one of its
+  intervals in the future, or with an interval longer than
+  :data:`MAX_SAMPLE_INTERVAL`, is dead-lettered with the reason
+  (:func:`sample_time_error`). Held, it would sit in a window no tick
+  renders for hours, or keep its series fresh as long.
 * **The event loop stays responsive**: a batch is parsed in chunks of
   :data:`PARSE_CHUNK` records with a yield between them, so faults, the
   sink and the render ticks of the same worker never wait a whole batch.
@@ -41,6 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +68,7 @@ __all__ = [
     "ValuesHandler",
     "ingest_batch",
     "ingest_batch_yielding",
+    "sample_time_error",
     "samples_records",
 ]
 
@@ -83,6 +91,28 @@ INGEST_FETCH_MAX_WAIT_MS = 50
 #: committed offsets to know this worker's ingest has handled the interval's records,
 #: so a commit's delay is a window's delay (a commit is one small request).
 INGEST_COMMIT_EVERY = 0.25
+#: Longest collectd ``interval`` a value list may state (a day). collectd's are seconds to
+#: minutes; a value is fresh for twice its interval, so a larger one would keep a series
+#: (and a host) rendered long after it stopped reporting.
+MAX_SAMPLE_INTERVAL = 86400.0
+
+
+def sample_time_error(vl: ValueList, now: float) -> str | None:
+    """Why ``vl``'s times cannot be held in an event-time window, or None when they can.
+
+    ``now`` is this worker's wall clock. One interval of lead is allowed
+    (collectd stamps a read when it starts; clocks differ a little); a value
+    list stamped further ahead is from a host whose clock is wrong.
+    """
+    if not math.isfinite(vl.interval) or vl.interval > MAX_SAMPLE_INTERVAL:
+        return f"value list of {vl.host!r}: interval {vl.interval!r} s is beyond {MAX_SAMPLE_INTERVAL:.0f} s"
+    if not math.isfinite(vl.time):
+        return f"value list of {vl.host!r}: time {vl.time!r} is not a finite number"
+    ahead = vl.time - now
+    if ahead > vl.interval:
+        return (f"value list of {vl.host!r} stamped {ahead:.3f} s in the future (time {vl.time:.3f}, "
+                f"interval {vl.interval:g} s): the host's clock is ahead of ours by more than an interval")  # fmt: skip
+    return None
 
 
 @dataclass(slots=True)
@@ -111,7 +141,9 @@ def _items(raw: bytes, value_lists: list[ValueList]) -> Iterator[tuple[str, byte
         yield vl.host, orjson.dumps(vl.to_json())
 
 
-def ingest_batch(messages: Sequence[InputMessage], partitions: int, faults_context: FaultRouting | None = None) -> IngestBatch:
+def ingest_batch(
+    messages: Sequence[InputMessage], partitions: int, faults_context: FaultRouting | None = None, now: float | None = None
+) -> IngestBatch:
     """Parse a batch of collectd records: samples records per host, dead letters for the rest.
 
     Records of the notifications topic (when ``faults_context`` is given)
@@ -122,13 +154,17 @@ def ingest_batch(messages: Sequence[InputMessage], partitions: int, faults_conte
     """
     batch = IngestBatch()
     items: list[tuple[str, bytes]] = []
-    _parse_into(batch, items, messages, faults_context)
+    _parse_into(batch, items, messages, faults_context, time.time() if now is None else now)
     batch.records = list(samples_records(items, partitions))
     return batch
 
 
 async def ingest_batch_yielding(
-    messages: Sequence[InputMessage], partitions: int, faults_context: FaultRouting | None = None, chunk: int = PARSE_CHUNK
+    messages: Sequence[InputMessage],
+    partitions: int,
+    faults_context: FaultRouting | None = None,
+    chunk: int = PARSE_CHUNK,
+    now: float | None = None,
 ) -> IngestBatch:
     """:func:`ingest_batch`, yielding to the event loop every ``chunk`` records.
 
@@ -141,13 +177,17 @@ async def ingest_batch_yielding(
     for start in range(0, len(messages), chunk):
         if start:
             await asyncio.sleep(0)
-        _parse_into(batch, items, messages[start : start + chunk], faults_context)
+        _parse_into(batch, items, messages[start : start + chunk], faults_context, time.time() if now is None else now)
     batch.records = list(samples_records(items, partitions))
     return batch
 
 
 def _parse_into(
-    batch: IngestBatch, items: list[tuple[str, bytes]], messages: Sequence[InputMessage], faults_context: FaultRouting | None
+    batch: IngestBatch,
+    items: list[tuple[str, bytes]],
+    messages: Sequence[InputMessage],
+    faults_context: FaultRouting | None,
+    now: float,
 ) -> None:
     notifications = faults_context.topics.names.notifications if faults_context is not None else None
     for message in messages:
@@ -166,12 +206,22 @@ def _parse_into(
             log.exception("internal error parsing %s[%s]@%s", message.topic, message.partition, message.offset)
             reason = f"internal error: {type(exc).__name__}: {exc}"
         else:
-            batch.value_lists += len(value_lists)
-            items.extend(_items(raw, value_lists))
-            continue
+            reason = _times_error(value_lists, now)
+            if reason is None:
+                batch.value_lists += len(value_lists)
+                items.extend(_items(raw, value_lists))
+                continue
         source = deadletter.Source(message.topic, message.partition, message.offset)
         batch.dead_letters.append(deadletter.malformed_input(message.key, raw, reason, STAGE, source))
         batch.malformed_values += 1
+
+
+def _times_error(value_lists: Sequence[ValueList], now: float) -> str | None:
+    for vl in value_lists:
+        reason = sample_time_error(vl, now)
+        if reason is not None:
+            return reason
+    return None
 
 
 class ValuesHandler(StageHandler):
