@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ves_streams.dev.collector.commands",
     "ves_streams.dev.kafka_commands",
     "ves_streams.notification_relay",
+    "ves_streams.alarm_commands",
     "ves_streams.dev.replay",
     "ves_streams.dev.run",
 )

@@ -41,6 +41,7 @@ __all__ = [
     "ValueList",
     "SEVERITIES",
     "parse_notifications",
+    "split_notifications_by_host",
     "parse_value_lists",
     "parse_value_lists_checked",
     "decode_json",
@@ -467,6 +468,31 @@ def parse_notifications(raw: bytes | str) -> list[Notification]:
         else:
             out.append(_legacy_notification(item, where))
     return out
+
+
+def split_notifications_by_host(raw: bytes | str) -> list[tuple[str, bytes]]:
+    """One notification message as ``(host, message)`` pairs, one per host, in first-seen order.
+
+    A message of one host comes back unchanged; a message holding several
+    hosts' notifications is cut into one JSON array per host of the
+    original objects (nothing of them is lost), each host's in their order.
+    So the relay can key each host's notifications by host, and the fault
+    stage can send misplaced ones to their host's partition.
+    Raises :class:`MalformedInput` as :func:`parse_notifications` does.
+    """
+    items = _elements(decode_json(raw), "notification message")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for i, item in enumerate(items):
+        where = f"notification {i}"
+        if "labels" in item or "annotations" in item:
+            host = _alertmanager_notification(item, where).host
+        else:
+            host = _legacy_notification(item, where).host
+        groups.setdefault(host, []).append(item)
+    if len(groups) == 1:
+        [host] = groups
+        return [(host, raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw))]
+    return [(host, orjson.dumps(group)) for host, group in groups.items()]
 
 
 def _severity(value: Any, where: str) -> str:

@@ -4,13 +4,21 @@ Stock collectd's ``write_kafka`` (5.12, Debian's ``collectd-core``) publishes
 value lists only; the notification support Barometer relied on was a patch.
 collectd's ``write_http`` plugin does post notifications (``Notifications
 true``, ``Format "JSON"``), so this small HTTP endpoint receives them and
-produces each POST body, unchanged, as one message on the notifications
-topic. The body is collectd's 5.9+ JSON notification array, exactly what the
-ingest agents parse.
+produces each POST body as a message on the notifications topic, keyed by
+the notifications' host: Kafka's default partitioner puts one host's
+notifications in one partition, in order, which the fault stage's alarms
+need (one host's raise before its clear). A body holding several hosts'
+notifications becomes one message per host (the original objects, each
+host's in their order); a body of one host goes unchanged. The body is
+collectd's 5.9+ JSON notification array, exactly what the fault stage
+parses; one that does not parse goes unkeyed and unchanged (the fault stage
+dead-letters it, with its bytes).
 
-Guarantee: the HTTP answer is 200 only after the broker acknowledged the
-message with ``acks=all``; otherwise 503, and collectd logs the failure. The
-relay holds nothing in memory beyond the request in flight.
+Guarantee: the HTTP answer is 200 only after the broker acknowledged every
+message of the body with ``acks=all``; otherwise 503, and collectd logs the
+failure (and posts it again: the fault stage's eventIds make a repeat
+recognisable). The relay holds nothing in memory beyond the request in
+flight.
 """
 
 from __future__ import annotations
@@ -26,23 +34,32 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from ves_streams.collectd import MAX_MESSAGE_BYTES, MalformedInput, split_notifications_by_host
 from ves_streams.runtime.kafka import KafkaConnection
-from ves_streams.collectd import MAX_MESSAGE_BYTES
 
-__all__ = ["make_relay_app", "run_relay", "register"]
+__all__ = ["keyed_messages", "make_relay_app", "run_relay", "register"]
 
 log = logging.getLogger(__name__)
 
 
+def keyed_messages(body: bytes) -> list[tuple[bytes | None, bytes]]:
+    """The ``(key, value)`` messages a POST body becomes: one per host, keyed by it; unkeyed if it does not parse."""
+    try:
+        return [(host.encode("utf-8", "surrogatepass"), payload) for host, payload in split_notifications_by_host(body)]
+    except MalformedInput:
+        return [(None, body)]
+
+
 def make_relay_app(producer: AIOKafkaProducer, topic: str) -> web.Application:
-    """An aiohttp application that forwards each POST body to ``topic``."""
+    """An aiohttp application that forwards each POST body to ``topic``, keyed by host."""
 
     async def receive(request: web.Request) -> web.Response:
         body = await request.read()
         if not body:
             return web.Response(status=400, text="empty body\n")
         try:
-            await producer.send_and_wait(topic, body)
+            sent = [await producer.send(topic, value, key=key) for key, value in keyed_messages(body)]
+            await asyncio.gather(*sent)
         except KafkaError as exc:
             log.warning("relay: could not publish a notification to %s: %s", topic, type(exc).__name__)
             return web.Response(status=503, text="broker unavailable\n")

@@ -356,6 +356,11 @@ class Settings:
 
     hostname: str = field(default="", metadata=_env("HOSTNAME", _text))
     ves_version: str = field(default="7.2.1", metadata=_env("VES_VERSION", _ves_version, header="ves_version"))
+    # Faults as alarms (VES 7.2: one eventId from raise to clear, stages/alarms.py); None: on for
+    # VES 7.x, off for 5.x (see alarms_kept)
+    alarm_lifecycle: bool | None = field(
+        default=None, metadata=_env("ALARM_LIFECYCLE", _bool, header="alarm_lifecycle")
+    )
 
     kafka_sasl_mechanism: str | None = field(default=None, metadata=_env("KAFKA_SASL_MECHANISM", _sasl_mechanism))
     kafka_sasl_username: str | None = field(default=None, metadata=_env("KAFKA_USERNAME", _text))
@@ -505,6 +510,18 @@ class Settings:
         if self.kafka_sasl_mechanism:
             return "SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT"
         return "SSL" if self.kafka_ssl_cafile else "PLAINTEXT"
+
+    @property
+    def alarms_kept(self) -> bool:
+        """Whether the fault stage keeps alarms: :attr:`alarm_lifecycle`, else on for VES 7.x only.
+
+        Off for VES 5.x by default: those are Barometer's files and
+        collectors, which got one unrelated event per notification; turning
+        the lifecycle on changes the eventIds they have seen so far.
+        """
+        if self.alarm_lifecycle is not None:
+            return self.alarm_lifecycle
+        return self.ves_version.startswith("7")
 
     @property
     def ves_events_topic(self) -> str:

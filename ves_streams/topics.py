@@ -9,6 +9,8 @@ topic (default name)                   key                        value
 ``<app id>-samples`` (repartition)     host (UTF-8)               JSON array of one host's value lists, or a
                                                                   render tick (header ``ves-streams-kind: tick``)
 ``<app id>-samples-state-changelog``   series key (JSON array)    one value list (JSON); tombstone when aged out
+``<app id>-alarms-changelog``          alarm identity (JSON       the alarm's state and the input offset that
+                                       array), compacted          made it (stages/alarms.py)
 ``ves-events``                         VES ``sourceName``         ``{"event": {...}}``; headers ``ves-domain``,
                                                                   ``ves-event-id``, ``ves-version``
 ``ves-streams-dlq``                    the input's key            the input's bytes (or a render error report);
@@ -63,6 +65,14 @@ HEADER_INTERVAL_START = "ves-streams-interval-start"
 #: The repartition topic only needs to hold what is not yet processed.
 SAMPLES_RETENTION = timedelta(days=1)
 
+#: The alarm changelog is compacted, but never a record younger than this: a restore skips the
+#: changes whose input offset is not committed yet, so the change before such one (which
+#: compaction would drop once the newer exists) must survive until the newer one's offset is
+#: committed -- within a second normally, within the group's failover after a crash. A day is
+#: the longest the whole pipeline may stay down between a crash and its takeover without losing
+#: the state of an alarm raised again just before the crash.
+ALARMS_MIN_COMPACTION_LAG = timedelta(days=1)
+
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
@@ -75,6 +85,7 @@ class TopicNames:
     dlq: str
     events_dlq: str
     state_changelog: str
+    alarms_changelog: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -87,6 +98,7 @@ class TopicNames:
             events_dlq=settings.events_dlq_topic,
             # Faust names a table's changelog "<app id>-<table>-changelog".
             state_changelog=f"{settings.app_id}-{STATE_TABLE}-changelog",
+            alarms_changelog=f"{settings.app_id}-alarms-changelog",
         )
 
 
@@ -115,6 +127,10 @@ class Topics:
         self.events: TopicT = app.topic(n.events, **common)
         self.dlq: TopicT = app.topic(n.dlq, **common)
         self.events_dlq: TopicT = app.topic(n.events_dlq, **common)
+        # co-partitioned with the notifications topic: partition p holds the alarms of its partition p
+        lag_ms = str(int(ALARMS_MIN_COMPACTION_LAG.total_seconds() * 1000))
+        self.alarms_changelog: TopicT = app.topic(n.alarms_changelog, internal=True, compacting=True,
+                                                  config={"min.compaction.lag.ms": lag_ms}, **common)  # fmt: skip
         self._outputs_declared = False
         self._lock: asyncio.Lock | None = None
 

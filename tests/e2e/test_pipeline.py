@@ -96,7 +96,8 @@ def test_collectd_traffic_becomes_valid_ves7_events_at_the_collector(
         }
         assert len(samples_seen) >= 4, "measurement events must carry fresh collectd samples, not one repeated snapshot"
 
-        # Every notification collectd raised becomes exactly one fault event.
+        # Every notification collectd raised becomes exactly one fault event: a step of its alarm (one
+        # eventId from raise to clear, VES 7.2), so an event is its eventId and sequence.
         io = KafkaIO(kafka.bootstrap_servers)
         try:
             reader = io.reader([names.notifications])
@@ -109,9 +110,12 @@ def test_collectd_traffic_becomes_valid_ves7_events_at_the_collector(
         def faults() -> list[dict]:
             return [e for e in ves_collector.events() if e["commonEventHeader"]["domain"] == "fault"]
 
-        ves_collector.wait_for(lambda _events: len({f["commonEventHeader"]["eventId"] for f in faults()}) >= len(raised), timeout=30)
+        def steps() -> Counter[tuple[str, int]]:
+            return Counter((f["commonEventHeader"]["eventId"], f["commonEventHeader"]["sequence"]) for f in faults())
+
+        ves_collector.wait_for(lambda _events: len(steps()) >= len(raised), timeout=30)
         time.sleep(2 * INTERVAL)
-        fault_ids = Counter(f["commonEventHeader"]["eventId"] for f in faults())
+        fault_ids = steps()
         assert len(fault_ids) == len(raised), f"{len(raised)} notifications but {len(fault_ids)} distinct fault events"
         assert all(count == 1 for count in fault_ids.values()), f"duplicated fault events: {fault_ids.most_common(3)}"
         first = faults()[0]

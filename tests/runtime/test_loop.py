@@ -266,3 +266,47 @@ def test_a_loop_sees_every_input_partition_and_what_the_group_committed_on_those
             await first.stop()
 
     asyncio.run(scenario())
+
+
+class RestoringHandler(EchoHandler):
+    """A handler with state: its restore of the assigned partitions takes longer than max.poll.interval.ms."""
+
+    def __init__(self, restore_seconds: float) -> None:
+        super().__init__()
+        self.restore_seconds = restore_seconds
+        self.restored: list[set[TopicPartition]] = []
+        self.handled_before_restore = 0
+
+    async def handle(self, messages: Sequence[InputMessage]) -> StageOutput:
+        if not self.restored:
+            self.handled_before_restore += len(messages)
+        return await super().handle(messages)
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        await asyncio.sleep(self.restore_seconds)
+        self.restored.append(set(partitions))
+
+
+def test_a_handler_restores_its_assigned_partitions_before_it_sees_their_records_and_the_group_is_kept(kafka: Any) -> None:
+    bootstrap = kafka.bootstrap_servers
+    t = Topics("restore")
+
+    async def scenario() -> None:
+        await create_topics_async(bootstrap, [t.input], partitions=2)
+        await create_topics_async(bootstrap, [t.events, t.dlq], partitions=1)
+        values = [f"s{i}".encode() for i in range(10)]
+        await _produce(bootstrap, t.input, values, partitions=2)
+        handler = RestoringHandler(restore_seconds=MAX_POLL_MS / 1000 + 1)
+        loop = _loop(_spec(t), handler, bootstrap)
+        await loop.start()
+        try:
+            ends = {TopicPartition(t.input, 0): 5, TopicPartition(t.input, 1): 5}
+            await _until(lambda: all(loop.handled.get(tp) == end for tp, end in ends.items()), 60, "every record handled")
+        finally:
+            await loop.stop()
+        assert handler.restored == [set(ends)]
+        assert handler.handled_before_restore == 0
+        assert loop.assignments == 1, "the loop left its group while the handler restored"
+        assert sorted(handler.acknowledged_values) == sorted(values)
+
+    asyncio.run(scenario())

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ves_streams.agents import measurements
 from ves_streams.agents.pipeline import Pipeline
+from ves_streams.alarm_queries import register_alarm_views
 from ves_streams.host_queries import HostDirectory, register_host_views
 from ves_streams.metrics import Metrics, Readiness
 from ves_streams.runtime import faust_compat
@@ -130,6 +131,10 @@ def register_processing(
         unavailable=processing_ready,
     ))  # fmt: skip
 
+    if isinstance(faults_loop.handler, faults.FaultsHandler) and faults_loop.handler.alarms is not None:
+        register_alarm_views(app, faults_loop.handler.active_alarms, lambda: set(faust_compat.partition_owners(
+            app, table.changelog_topic.get_topic_name()).values()), lambda: faust_compat.own_url(app))  # fmt: skip
+
     sources = {topics.names.samples}
 
     def lag() -> Iterator[tuple[str, int, int]]:
@@ -176,6 +181,7 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
     # linger only delays a fault (20 ms here was 20 ms of its 50 ms budget) and fills nothing
     faults_spec = StageSpec(
         name="faults", group_id=f"{settings.app_id}-faults", topics=(names.notifications,),
+        records_topic=names.alarms_changelog if settings.alarms_kept else None,
         max_batch=faults.FAULTS_BATCH, linger_ms=0, **common,
     )  # fmt: skip
     connection: dict[str, Any] = {
@@ -191,6 +197,8 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
 
     async def prepare_faults() -> None:
         await pipeline.topics.notifications.maybe_declare()
+        if settings.alarms_kept:
+            await pipeline.topics.alarms_changelog.maybe_declare()
         await pipeline.topics.ensure_outputs()
 
     values = StageLoop(
@@ -199,6 +207,27 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
         prepare=prepare_values, **connection,
     )  # fmt: skip
     fault_loop = StageLoop(
-        faults_spec, faults.FaultsHandler(pipeline), prepare=side_loop.on_main_loop(prepare_faults), **connection
-    )
+        faults_spec, faults.FaultsHandler(pipeline, _alarm_keeping(pipeline, kafka, lambda: fault_loop)),
+        prepare=side_loop.on_main_loop(prepare_faults), **connection,
+    )  # fmt: skip
     return values, fault_loop
+
+
+def _alarm_keeping(pipeline: Pipeline, kafka: Any, loop: Any) -> faults.AlarmKeeping | None:
+    """How the fault stage keeps alarms (stages/alarms.py), or None when the lifecycle is off."""
+    if not pipeline.settings.alarms_kept:
+        return None
+    from ves_streams.runtime.changelog import read_partitions
+
+    names = pipeline.topics.names
+
+    async def read(partitions: list[int]) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        return await read_partitions(kafka.bootstrap_servers, kafka.client_kwargs, names.alarms_changelog, partitions)
+
+    return faults.AlarmKeeping(
+        notifications_topic=names.notifications,
+        changelog_topic=names.alarms_changelog,
+        read_changelog=read,
+        partition_count=lambda: len(loop().input_partitions()),
+        unmatched_clears=pipeline.metrics.unmatched_clears,
+    )

@@ -272,6 +272,8 @@ class StageLoop(Service):
         #: bumped on every revoke: a batch fetched in an older generation is abandoned
         self._generation = 0
         self._joined = False
+        #: input partitions assigned and not yet handed to :meth:`StageHandler.assigned`
+        self._fresh_assignment: set[TopicPartition] | None = None
         #: batches abandoned by a revoke, produce attempts that failed (for tests and logs)
         self.abandoned = 0
         self.failed_attempts = 0
@@ -479,13 +481,34 @@ class StageLoop(Service):
             deadline = handler.next_deadline()
             timeout_ms = POLL_MS if deadline is None else max(0, min(POLL_MS, int((deadline - time.monotonic()) * 1000)))
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, handler.room(self.spec.max_batch)))
-            generation = self._generation
+            generation = self._generation  # before the hand-over: a revoke meanwhile abandons these records
+            if self._fresh_assignment is not None:
+                await self._hand_over_assignment()
             messages = [message for records in fetched.values() for message in records]
             deadline = handler.next_deadline()
             if messages or (deadline is not None and deadline <= time.monotonic()):
                 await self._process(messages, generation)
             if not self.spec.exactly_once:
                 await self._commit()
+
+    async def _hand_over_assignment(self) -> None:
+        """Let the handler restore its state of the partitions just assigned, before it sees their records.
+
+        Records of them fetched meanwhile wait in hand (the consumer's
+        positions are past them, and a revoke abandons them with the batch).
+        A rebalance during the restore sets a new assignment, which is handed
+        over next.
+        """
+        while self._fresh_assignment is not None:
+            fresh, self._fresh_assignment = self._fresh_assignment, None
+            task = asyncio.ensure_future(self.handler.assigned(fresh))
+            try:
+                if self._poll is not None:
+                    await self._poll.until(task)
+                await task
+            finally:
+                if not task.done():
+                    task.cancel()
 
     async def _process(self, messages: list[Any], generation: int) -> bool:
         """Hand one batch to the handler and produce its output until acknowledged; False if abandoned."""
@@ -603,14 +626,15 @@ class StageLoop(Service):
     async def _send_records(self, producer: AIOKafkaProducer, topic: str, records: Sequence[PartitionedRecord]) -> list[asyncio.Future[Any]]:
         if self.spec.exactly_once:  # send() adds each partition to the transaction; send_batch() would not
             return [
-                await producer.send(topic, r.value, r.key, partition=r.partition, headers=list(r.headers)) for r in records
+                await producer.send(_topic_of(r, topic), r.value, r.key, partition=r.partition, headers=list(r.headers))
+                for r in records
             ]
-        by_partition: dict[int, list[PartitionedRecord]] = {}
+        by_partition: dict[tuple[str, int], list[PartitionedRecord]] = {}
         for record in records:
-            by_partition.setdefault(record.partition, []).append(record)
+            by_partition.setdefault((_topic_of(record, topic), record.partition), []).append(record)
         futures: list[asyncio.Future[Any]] = []
-        for partition, batch in by_partition.items():
-            futures += await send_to_partition(producer, topic, partition, ((r.key, r.value, r.headers) for r in batch))
+        for (destination, partition), batch in by_partition.items():
+            futures += await send_to_partition(producer, destination, partition, ((r.key, r.value, r.headers) for r in batch))
         return futures
 
     async def _abort(self, producer: AIOKafkaProducer) -> None:
@@ -692,9 +716,15 @@ class StageLoop(Service):
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._joined = True
         self.assignments += 1
+        self._fresh_assignment = {tp for tp in assigned if tp.topic in self.spec.topics}
         if self._poll is not None:
             self._poll.on_assigned(assigned)
         log.info("%s: partitions assigned %s", self.spec.name, sorted(tp.partition for tp in assigned))
+
+
+def _topic_of(record: PartitionedRecord, default: str) -> str:
+    """Where ``record`` goes: its own ``topic`` if it names one, else the stage's records topic."""
+    return getattr(record, "topic", None) or default
 
 
 def _describe(exc: BaseException) -> str:
@@ -725,3 +755,6 @@ class _Controls:
         loop = self._loop
         generation = loop._generation  # noqa: SLF001
         return lambda: loop._generation == generation  # noqa: SLF001
+
+    async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return await self._loop.group_committed(tps)

@@ -41,7 +41,12 @@ class InputMessage(Protocol):
 
 
 class PartitionedRecord(Protocol):
-    """A record for an explicit partition of the stage's record topic (the samples topic)."""
+    """A record for an explicit partition of the stage's record topic (the samples topic).
+
+    A record with a ``topic`` attribute that is not None goes to that topic
+    instead (the fault stage writes its changelog and forwards misplaced
+    notifications in one output).
+    """
 
     @property
     def key(self) -> bytes: ...
@@ -96,6 +101,10 @@ class LoopControls(Protocol):
         """A test that stays True until the partitions of the batch being handled are revoked."""
         ...
 
+    async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The consumer group's committed offsets of ``tps`` (partitions never committed left out)."""
+        ...
+
 
 class StageHandler:
     """A stage's logic: a batch of input records in, what to produce out; no Kafka I/O.
@@ -135,6 +144,14 @@ class StageHandler:
     def next_deadline(self) -> float | None:
         """``time.monotonic()`` at which :meth:`handle` must run even with no new input; None: never."""
         return None
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        """The loop was assigned ``partitions`` (all it owns now): restore what is kept of them.
+
+        Awaited before any record of them is handled, with the consumer's
+        partitions paused and polled (the group membership kept). A handler
+        with state restores it here.
+        """
 
     def revoked(self) -> Mapping[TopicPartition, int]:
         """The partitions are going: forget what is held; return the offsets finished and not yet handed back."""

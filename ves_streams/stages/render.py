@@ -18,10 +18,13 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ves_streams.collectd import Notification, Sample
 from ves_streams.identity import Interval
+
+if TYPE_CHECKING:
+    from ves_streams.rules import AlarmPhase
 
 __all__ = ["Renderer", "Rendered", "RenderFailure", "TopologyRenderer"]
 
@@ -55,7 +58,7 @@ class Renderer(Protocol):
 
     def heartbeat(self, host: str, boundary: float, window: Interval) -> Rendered: ...
 
-    def notification(self, notification: Notification) -> Rendered: ...
+    def notification(self, notification: Notification, alarm: AlarmPhase | None = None) -> Rendered: ...
 
 
 class TopologyRenderer:
@@ -90,13 +93,14 @@ class TopologyRenderer:
         # Whole seconds, as the rule engine states it.
         self.heartbeat_interval = float(topology.heartbeat_interval(interval)) if self.has_heartbeat else None
 
-    def _context(self, now: float, interval_start: float) -> Any:
+    def _context(self, now: float, interval_start: float, alarm: AlarmPhase | None = None) -> Any:
         rules = self._rules
         return rules.RenderContext(
             hostname=self.hostname,
             interval=self.interval,
             now=now,
             ids=rules.DeterministicIds(interval_start=interval_start),
+            alarm=alarm,
         )
 
     def fresh(self, samples: Sequence[Sample], now: float) -> list[Sample]:
@@ -115,10 +119,11 @@ class TopologyRenderer:
             return Rendered()
         return self._call(host, "heartbeat", self.topology.render_heartbeat, host, self._context(boundary, boundary))
 
-    def notification(self, notification: Notification) -> Rendered:
+    def notification(self, notification: Notification, alarm: AlarmPhase | None = None) -> Rendered:
+        """The fault events of ``notification``; ``alarm``: its place in its alarm (None: an alarm of its own)."""
         if not self.has_events:
             return Rendered()
-        ctx = self._context(notification.time, notification.time)
+        ctx = self._context(notification.time, notification.time, alarm)
         return self._call(notification.host, "fault", self.topology.render_notification, notification, ctx)
 
     @staticmethod
