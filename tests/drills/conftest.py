@@ -28,6 +28,7 @@ and checks what the collector received against what was fed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import re
@@ -426,13 +427,17 @@ class Drill:
         time.sleep(INTERVAL)
         return time.monotonic() - start
 
-    def report(self, feed: Feed, hosts: Sequence[str], *, collector: VesCollector | Collectors | None = None) -> DeliveryReport:
+    def report(
+        self, feed: Feed, hosts: Sequence[str], *, collector: VesCollector | Collectors | None = None, contents: bool = False
+    ) -> DeliveryReport:
+        """What reached the collector; with ``contents``, each window's values are checked against what was fed."""
         collector = collector or self.collected
         events = collector.events()
+        oracle = WindowContents(feed, self.topology) if contents else None
         # the reader may lag the collector by a few records; wait for it to know every eventId
         deadline = time.monotonic() + 30
         while True:
-            report = delivery_report(events, self.events.snapshot(), hosts, feed.fresh_windows(), feed.notifications)
+            report = delivery_report(events, self.events.snapshot(), hosts, feed.fresh_windows(), feed.notifications, oracle)
             if not report.unknown or time.monotonic() > deadline:
                 return report
             time.sleep(0.5)
@@ -457,6 +462,73 @@ class Drill:
 # -- what reached the collector -------------------------------------------------------
 
 
+class WindowContents:
+    """What each host's measurement event of a window must carry, worked out from what the feed sent.
+
+    An oracle of its own, not the worker's state: per series, the value list
+    of the newest round stamped before the window's end (Barometer's cache,
+    rounds applied in the order they were fed), rendered with the drill's
+    topology. A window in which no round was stamped is not checked (its
+    content is a carried value). Only ``measurementFields`` are compared.
+    """
+
+    def __init__(self, feed: Feed, topology: Path, interval: float = INTERVAL) -> None:
+        from ves_streams.rules import load_topology
+        from ves_streams.stages.render import TopologyRenderer
+
+        self.feed = feed
+        self.interval = interval
+        self.renderer = TopologyRenderer(load_topology(topology), hostname="drill", interval=interval, ves_version="7.2.1")
+        self._cache: dict[tuple[str, float], Any] = {}
+
+    def fields(self, host: str, start: float) -> Any:
+        key = (host, start)
+        if key not in self._cache:
+            self._cache[key] = self._render(host, start)
+        return self._cache[key]
+
+    def _render(self, host: str, start: float) -> Any:
+        from ves_streams.collectd import parse_value_lists
+        from ves_streams.identity import Interval
+
+        end = round(start + self.interval, 6)
+        rounds = [(i, r) for i, r in enumerate(self.feed.rounds) if r.sample_time < end]
+        if not rounds or rounds[-1][1].sample_time < start:
+            return None
+        latest: dict[tuple[str, ...], Any] = {}
+        for i, fed in rounds:
+            for raw in round_messages(capture(), i, [host], fed.sample_time):
+                for vl in parse_value_lists(raw):
+                    latest[(vl.plugin, vl.plugin_instance, vl.type, vl.type_instance)] = vl
+        samples = [s for vl in sorted(latest.values(), key=lambda v: v.series) for s in vl.samples()]
+        rendered = self.renderer.measurements(host, samples, Interval(start, end))
+        bodies = [e.body["event"] for e in rendered.events if e.domain == "measurement"]
+        if len(bodies) != 1:
+            return None
+        fields = bodies[0].get("measurementFields")
+        return measurement_digest(fields), fields
+
+
+def measurement_digest(fields: Any) -> str:
+    """A digest of an event's ``measurementFields`` that does not depend on the order of its arrays."""
+    return hashlib.blake2b(orjson.dumps(_unordered(fields), option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def _unordered(value: Any) -> Any:
+    """``value`` through JSON, with its arrays sorted: a rule's INDEX-KEY arrays follow no order."""
+    value = orjson.loads(orjson.dumps(value))
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return sorted((walk(x) for x in v), key=lambda x: orjson.dumps(x, option=orjson.OPT_SORT_KEYS))
+        return v
+
+    return walk(value)
+
+
+
 @dataclass
 class DeliveryReport:
     """The invariants of a drill, computed from the collector's events and the ``ves-events`` records."""
@@ -472,6 +544,13 @@ class DeliveryReport:
     ambiguous: list[str] = field(default_factory=list)
     #: host -> expected window starts with no measurement event.
     missing: dict[str, list[float]] = field(default_factory=dict)
+    #: host -> window starts whose measurement event carries other values than the rounds fed up to
+    #: that window's end give (another round's samples); checked when the report knows what was fed.
+    wrong_content: dict[str, list[float]] = field(default_factory=dict)
+    #: measurement events whose content was compared with what was fed.
+    content_checked: int = 0
+    #: the first window found carrying other samples: (host, window, the measurementFields fed), for the figures.
+    content_diff: tuple[str, float, Any] | None = None
     #: host -> heartbeat boundaries (inside the expected windows) with no heartbeat.
     missing_heartbeats: dict[str, list[float]] = field(default_factory=dict)
     #: host -> [(earlier window, later window)] where the later one arrived first.
@@ -508,6 +587,9 @@ class DeliveryReport:
             "expected_windows_per_host": self.expected_windows,
             "worst_host_missing_windows": self.worst_missing(),
             "hosts_missing_windows": {h: len(w) for h, w in self.missing.items() if w},
+            "windows_content_checked": self.content_checked,
+            "hosts_windows_with_other_rounds_samples": {h: len(w) for h, w in self.wrong_content.items() if w},
+            "first_window_with_other_samples": str(self.content_diff)[:1500] if self.content_diff else None,
             "hosts_missing_heartbeats": {h: len(w) for h, w in self.missing_heartbeats.items() if w},
             "out_of_order": sum(len(v) for v in self.out_of_order.values()),
             "notifications_sent": self.notifications,
@@ -526,6 +608,8 @@ class DeliveryReport:
         assert self.expected_windows > 0, "no window was due: the drill fed nothing?"
         worst = {h: w for h, w in self.missing.items() if len(w) > max_missing_per_host}
         assert not worst, f"hosts missing more than {max_missing_per_host} measurement windows: {worst}"
+        wrong = {h: w for h, w in self.wrong_content.items() if w}
+        assert not wrong, f"measurement windows carrying another round's samples: {wrong}"
         worst_hb = {h: w for h, w in self.missing_heartbeats.items() if len(w) > max(1, max_missing_per_host)}
         assert not worst_hb, f"hosts missing heartbeats: {worst_hb}"
         assert not any(self.out_of_order.values()), f"per-host order broken: {dict(self.out_of_order)}"
@@ -542,11 +626,13 @@ def delivery_report(
     hosts: Sequence[str],
     windows: Sequence[float],
     notifications: Sequence[FedNotification],
+    contents: WindowContents | None = None,
 ) -> DeliveryReport:
     """Join the collector's events with the ``ves-events`` records and compute the invariants.
 
     ``windows`` are the measurement window starts every host must have
-    (:meth:`Feed.fresh_windows`); ``notifications`` what the feed sent.
+    (:meth:`Feed.fresh_windows`); ``notifications`` what the feed sent;
+    ``contents``, when given, what each window's measurement event must carry.
     """
     report = DeliveryReport(events=len(collector_events), notifications=len(notifications), expected_windows=len(windows))
     label: dict[str, tuple[str, str, float | None]] = {}
@@ -580,6 +666,14 @@ def delivery_report(
         domain, host, start = label[event_id]
         if domain == "measurement" and start is not None:
             seen[host].append(start)
+            expected = contents.fields(host, start) if contents is not None else None
+            if expected is not None:
+                report.content_checked += 1
+                got = e["measurementDigest"] if "measurementDigest" in e else measurement_digest(e.get("measurementFields"))
+                if got != expected[0]:
+                    report.wrong_content.setdefault(host, []).append(start)
+                    if report.content_diff is None:
+                        report.content_diff = (host, start, expected[1])
         elif domain == "heartbeat" and start is not None:
             beats[host].add(start)
     for host in hosts:
@@ -590,11 +684,13 @@ def delivery_report(
         due = [b for b in _heartbeat_boundaries(windows) if b not in beats.get(host, set())]
         report.missing_heartbeats[host] = due
 
-    fault_ids: dict[str, str] = {}
+    # one fault event per notification: an alarm's raises and clear share an eventId and differ by sequence
+    fault_ids: dict[tuple[str, int], str] = {}
     for e in collector_events:
         header = e["commonEventHeader"]
         if header["domain"] == "fault":
-            fault_ids[header["eventId"]] = str(e.get("faultFields", {}).get("specificProblem", ""))
+            occurrence = (header["eventId"], int(header.get("sequence", 0)))
+            fault_ids[occurrence] = str(e.get("faultFields", {}).get("specificProblem", ""))
     report.fault_ids = len(fault_ids)
     tokens = {n.token for n in notifications}
     per_token: Counter[str] = Counter()
@@ -715,7 +811,7 @@ def burst_events(template: dict[str, Any], count: int, size: int, tag: str) -> l
 class Collectors:
     """What one or more collectors in a row accepted (one stopped, another started on its port), read
     incrementally: each call parses only the lines recorded since the last one, and keeps of each event
-    its ``commonEventHeader`` and ``faultFields`` (all the drills look at), so a drill that polls a
+    its ``commonEventHeader``, ``faultFields`` and a digest of its ``measurementFields`` (all the drills look at), so a drill that polls a
     collector holding hundreds of megabytes neither re-parses nor holds them."""
 
     def __init__(self, *collectors: VesCollector) -> None:
@@ -747,6 +843,8 @@ class Collectors:
                 slim = {"commonEventHeader": event["commonEventHeader"]}
                 if "faultFields" in event:
                     slim["faultFields"] = event["faultFields"]
+                if "measurementFields" in event:  # what a window carried, as a digest (WindowContents)
+                    slim["measurementDigest"] = measurement_digest(event["measurementFields"])
                 records.append({"received_at": r["received_at"], "request": r["request"], "event": slim})
         self._offsets[path] = offset + end
         return records
