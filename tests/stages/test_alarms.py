@@ -31,7 +31,7 @@ def test_raises_then_clear_share_the_onset_and_count_up_then_the_alarm_leaves():
     assert {t.phase.onset for t in (onset, again, worse, clear)} == {100.0}
     assert [t.phase.last for t in (onset, again, worse, clear)] == [100.0, 110.0, 120.0, 130.0]
     assert worse.after is not None and worse.after.severity == "NOTIF_FAILURE"
-    assert clear.after is None and all(t.phase.tracked for t in (onset, again, worse, clear))
+    assert clear.after is not None and clear.after.cleared and all(t.phase.tracked for t in (onset, again, worse, clear))
     batch.commit()
     assert len(table) == 0
     reraise = table.overlay().apply(note("NOTIF_FAILURE", 140.0))
@@ -101,3 +101,23 @@ def test_to_json_shows_what_get_alarms_lists():
     shown = batch.get(onset.key).to_json()  # type: ignore[union-attr]
     assert shown["eventId"] == "id-1" and shown["onset"] == 100.0 and shown["sequence"] == 0
     assert shown["severity"] == "NOTIF_FAILURE" and shown["host"] == "compute-0"
+
+
+def test_a_repeat_of_the_latest_notification_is_the_same_step_and_changes_nothing():
+    table = AlarmTable()
+    batch = table.overlay()
+    batch.apply(note("NOTIF_FAILURE", 100.0))
+    raised = batch.apply(note("NOTIF_FAILURE", 110.0))
+    batch.commit()
+    again = table.overlay()
+    repeat = again.apply(note("NOTIF_FAILURE", 110.0))  # collectd posting it again, a forward replayed
+    assert (repeat.kind, repeat.phase) == ("repeat", raised.phase) and again.changes == {}
+    clear = again.apply(note("NOTIF_OKAY", 120.0))
+    clear_again = again.apply(note("NOTIF_OKAY", 120.0))
+    assert (clear_again.kind, clear_again.phase) == ("repeat", clear.phase)
+    later_okay = again.apply(note("NOTIF_OKAY", 130.0))
+    assert later_okay.kind == "unmatched-clear"
+    again.commit()
+    assert len(table) == 0 and list(table) == []
+    assert table.overlay().active_keys() == []
+    assert table.overlay().resend(alarm_key(note("NOTIF_OKAY", 0))) is None

@@ -25,6 +25,13 @@ the *clear* (sequence + 1) and removes it; an OKAY for an unknown key
 (raised before this pipeline knew it) is an *unmatched clear*, an alarm of
 its own with an id derived from the clear.
 
+**A repeat is the same step.** A notification equal to the alarm's latest
+(same names, severity, time and message: collectd posting it again after a
+failed answer, or a record forwarded twice at-least-once) renders that
+step again, with its sequence, and changes nothing. For that a cleared
+alarm stays in the table, marked cleared (not active: ``GET /alarms`` and a
+resend skip it), until the next raise of its key starts a new alarm.
+
 **Determinism.** A transition depends only on the table and the
 notification, and the eventId on the rule, the key and the onset's time
 (:meth:`ves_streams.rules.ids.DeterministicIds.for_alarm`), so replaying
@@ -69,7 +76,7 @@ AlarmKey = tuple[str, str, str, str, str]
 
 #: what a transition is: the alarm's first event, a later raise, its clear, a clear of an unknown
 #: alarm, or an operator's resend of its latest event
-ONSET, RAISE, CLEAR, UNMATCHED_CLEAR, RESEND = "onset", "raise", "clear", "unmatched-clear", "resend"
+ONSET, RAISE, CLEAR, UNMATCHED_CLEAR, RESEND, REPEAT = "onset", "raise", "clear", "unmatched-clear", "resend", "repeat"
 
 
 def alarm_key(notification: Notification) -> AlarmKey:
@@ -89,8 +96,9 @@ class AlarmState:
 
     ``onset`` is its first notification's time and ``last`` its latest's
     (epoch seconds); ``sequence`` the number of its latest event (0 at the
-    onset); ``notification`` the latest raise, which a resend renders again;
-    ``event_ids`` the eventIds its events carry (one per matching rule).
+    onset); ``notification`` the latest, which a resend renders again;
+    ``event_ids`` the eventIds its events carry (one per matching rule);
+    ``cleared``: the latest was the clear (kept only to recognise a repeat).
     """
 
     key: AlarmKey
@@ -100,6 +108,7 @@ class AlarmState:
     last: float
     notification: Notification
     event_ids: tuple[str, ...] = ()
+    cleared: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """What ``GET /alarms`` shows of it."""
@@ -117,7 +126,7 @@ class Transition:
     """What one notification (or a resend) does to its alarm.
 
     ``phase`` is what the renderer needs (:class:`~ves_streams.rules.AlarmPhase`);
-    ``after`` the alarm's state once the event is out (None: it left the table).
+    ``after`` the alarm's state once the event is out (None: not tracked).
     """
 
     kind: str
@@ -129,7 +138,7 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One changelog record: the alarm's state after a transition (None: cleared) and its source offset.
+    """One changelog record: the alarm's state after a transition and its source offset.
 
     ``source_offset`` is the input offset whose processing made the change;
     a restore applies only changes whose input offset the consumer group
@@ -153,10 +162,12 @@ class AlarmTable:
     alarms: dict[AlarmKey, AlarmState] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.alarms)
+        """The number of active alarms."""
+        return sum(1 for state in list(self.alarms.values()) if not state.cleared)
 
     def __iter__(self) -> Iterator[AlarmState]:
-        return iter(self.alarms.values())
+        """The active alarms (a copy: another thread may read while the stage applies a batch)."""
+        return iter([state for state in list(self.alarms.values()) if not state.cleared])
 
     def get(self, key: AlarmKey) -> AlarmState | None:
         return self.alarms.get(key)
@@ -193,13 +204,16 @@ class AlarmOverlay:
         key = alarm_key(notification)
         current = self.get(key)
         when = notification.time
+        if current is not None and notification == current.notification:
+            return Transition(REPEAT, key, notification, AlarmPhase(current.onset, current.last, current.sequence), current)
         if notification.severity == CLEAR_SEVERITY:
-            if current is None:
+            if current is None or current.cleared:
                 return Transition(UNMATCHED_CLEAR, key, notification, AlarmPhase(when, when, 0, tracked=False), None)
-            phase = AlarmPhase(current.onset, when, current.sequence + 1)
-            self.changes[key] = None
-            return Transition(CLEAR, key, notification, phase, None)
-        if current is None:
+            after = replace(current, severity=notification.severity, sequence=current.sequence + 1, last=when,
+                            notification=notification, cleared=True)  # fmt: skip
+            self.changes[key] = after
+            return Transition(CLEAR, key, notification, AlarmPhase(current.onset, when, after.sequence), after)
+        if current is None or current.cleared:
             after = AlarmState(key, when, notification.severity, 0, when, notification)
             self.changes[key] = after
             return Transition(ONSET, key, notification, AlarmPhase(when, when, 0), after)
@@ -211,7 +225,7 @@ class AlarmOverlay:
     def resend(self, key: AlarmKey) -> Transition | None:
         """The next event of an active alarm, repeating its latest (same id and start, sequence + 1)."""
         current = self.get(key)
-        if current is None:
+        if current is None or current.cleared:
             return None
         after = replace(current, sequence=current.sequence + 1)
         self.changes[key] = after
@@ -226,8 +240,12 @@ class AlarmOverlay:
 
     def active_keys(self) -> list[AlarmKey]:
         """Every alarm active with the batch's changes, table order first."""
-        keys = [k for k in self.table.alarms if self.get(k) is not None]
-        keys += [k for k, state in self.changes.items() if state is not None and k not in self.table.alarms]
+        def active(k: AlarmKey) -> bool:
+            state = self.get(k)
+            return state is not None and not state.cleared
+
+        keys = [k for k in self.table.alarms if active(k)]
+        keys += [k for k in self.changes if k not in self.table.alarms and active(k)]
         return keys
 
     def commit(self) -> None:
@@ -241,10 +259,10 @@ class AlarmOverlay:
 
 
 def encode_change(change: Change) -> bytes:
-    """The changelog value of ``change``: the state and its source offset (a cleared alarm has no state).
+    """The changelog value of ``change``: the state and its source offset.
 
-    Not a Kafka tombstone for a clear: the value must carry the source offset
-    for the restore's filter; compaction still keeps one record per alarm.
+    Never a Kafka tombstone, not even for a clear: the restore's filter needs
+    the offset; compaction keeps one record per alarm identity.
     """
     body: dict[str, Any] = {"offset": change.source_offset, "state": None}
     state = change.state
@@ -252,7 +270,7 @@ def encode_change(change: Change) -> bytes:
         n = state.notification
         body["state"] = {
             "onset": state.onset, "severity": state.severity, "sequence": state.sequence, "last": state.last,
-            "event_ids": list(state.event_ids),
+            "event_ids": list(state.event_ids), "cleared": state.cleared,
             "notification": {"host": n.host, "plugin": n.plugin, "plugin_instance": n.plugin_instance, "type": n.type,
                              "type_instance": n.type_instance, "severity": n.severity, "message": n.message,
                              "time": n.time, "meta": dict(n.meta)},
@@ -279,7 +297,8 @@ def decode_change(key: bytes, value: bytes) -> Change:
             time=float(n["time"]), meta={str(k): str(v) for k, v in _mapping(n.get("meta")).items()},
         )  # fmt: skip
         state = AlarmState(alarm, float(raw["onset"]), str(raw["severity"]), int(raw["sequence"]), float(raw["last"]),
-                           notification, tuple(str(i) for i in raw.get("event_ids") or ()))  # fmt: skip
+                           notification, tuple(str(i) for i in raw.get("event_ids") or ()),
+                           bool(raw.get("cleared", False)))  # fmt: skip
         return Change(alarm, state, offset)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise MalformedInput(f"not an alarm changelog record: {type(exc).__name__}: {exc}") from None

@@ -263,7 +263,7 @@ class FaultsHandler(StageHandler):
 
     def active_alarms(self) -> list[AlarmState]:
         """Every active alarm of this worker's partitions (read from any thread: the tables are copied)."""
-        return [state for table in list(self.tables.values()) for state in list(table.alarms.values())]
+        return [state for table in list(self.tables.values()) for state in table]
 
     # -- one message ---------------------------------------------------
 
