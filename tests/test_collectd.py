@@ -265,3 +265,20 @@ def test_malformed_notifications_are_refused_with_a_reason(note: dict[str, objec
     with pytest.raises(MalformedInput) as excinfo:
         parse_notifications(orjson.dumps(note))
     assert reason in excinfo.value.reason
+
+
+def test_a_notification_message_splits_by_host_keeping_each_hosts_objects_in_order() -> None:
+    from ves_streams.collectd import split_notifications_by_host
+
+    def flat(host: str, message: str) -> dict[str, object]:
+        return {"host": host, "plugin": "cpu", "severity": "FAILURE", "message": message, "time": 1.0, "extra": [1]}
+
+    one = orjson.dumps([flat("a", "1"), flat("a", "2")])
+    assert split_notifications_by_host(one) == [("a", one)]  # one host: unchanged bytes
+    mixed = orjson.dumps([flat("a", "1"), flat("b", "2"), flat("a", "3")])
+    split = split_notifications_by_host(mixed)
+    assert [host for host, _ in split] == ["a", "b"]
+    assert [orjson.loads(body) for _, body in split] == [[flat("a", "1"), flat("a", "3")], [flat("b", "2")]]
+    assert [n.message for n in parse_notifications(split[0][1])] == ["1", "3"]
+    with pytest.raises(MalformedInput):
+        split_notifications_by_host(b'[{"severity": "FAILURE"}]')

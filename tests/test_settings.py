@@ -288,3 +288,16 @@ def test_invalid_url_with_credentials_never_echoes_them() -> None:
             Settings.from_env({"VES_STREAMS_COLLECTOR_BACKUP_URL": url})
         assert "hunter2" not in str(info.value)
         assert str(info.value).startswith("VES_STREAMS_COLLECTOR_BACKUP_URL: ")
+
+
+def test_the_alarm_lifecycle_defaults_to_on_for_ves_7_and_off_for_ves_5_and_can_be_set() -> None:
+    from ves_streams.rules import load_topology
+
+    assert Settings.from_env({}).alarms_kept  # VES 7.2.1 by default
+    barometer = load_topology(Path(__file__).resolve().parents[1] / "topologies" / "ves5" / "host.yaml")
+    assert not Settings.from_env({}).with_topology_header(barometer.header).alarms_kept
+    assert Settings.from_env({"VES_STREAMS_ALARM_LIFECYCLE": "on"}).with_topology_header(barometer.header).alarms_kept
+    assert not Settings.from_env({"VES_STREAMS_ALARM_LIFECYCLE": "off"}).alarms_kept
+    assert not Settings.from_env({}).with_topology_header({"alarm_lifecycle": False}).alarms_kept
+    with pytest.raises(SettingsError, match="VES_STREAMS_ALARM_LIFECYCLE"):
+        Settings.from_env({"VES_STREAMS_ALARM_LIFECYCLE": "sometimes"})
