@@ -74,6 +74,12 @@ def test_worker_kill_between_raise_and_clear_the_clear_carries_the_raises_eventi
     drill.io.produce(topic, _notification(host, "FAILURE", t0), key=key)
     drill.io.produce(topic, _notification(host, "FAILURE", t0 + 1), key=key)
     _wait("the raise and the re-raise at the collector", lambda: len(_faults(drill, host)) >= 2, 60)
+    # GET /alarms on the worker that does not hold the alarm: it asks the other one
+    listed = survivor.get("/alarms", timeout=15).json()
+    [alarm] = [a for a in listed["alarms"] if a["host"] == host]
+    onset = _faults(drill, host)[0]["commonEventHeader"]
+    assert (alarm["eventId"], alarm["sequence"], alarm["severity"]) == (onset["eventId"], 1, "NOTIF_FAILURE")
+    assert alarm["worker"] != listed["worker"] and set(listed["workers"].values()) == {"ok"}
     killed_at = time.time()
     victim.kill()
 
