@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -31,8 +32,9 @@ from ves_streams.runtime.kafka import KafkaConfigError, KafkaConnection
 from ves_streams.runtime.kafka_access import KafkaAccessError, probe_access
 from ves_streams.metrics import Metrics, Readiness, get_metrics, register_views
 from ves_streams.runtime import faust_compat
+from ves_streams.runtime.clean_exit import mark_clean_exit, wipe_after_unclean_exit
 from ves_streams.runtime.side_loop import SideLoop
-from ves_streams.settings import Settings, SettingsError
+from ves_streams.settings import ProcessingGuarantee, Settings, SettingsError
 from ves_streams.topics import Topics
 
 __all__ = ["app", "create_app", "load_settings"]
@@ -66,8 +68,12 @@ class VesStreamsApp(faust.App):
 
     #: set by :func:`create_app`; every Kafka client of the worker is built from it
     connection: KafkaConnection
+    #: exactly_once with local tables: an unclean exit wipes them at the next start (runtime/clean_exit.py)
+    exactly_once_state: bool = False
 
     async def on_first_start(self) -> None:
+        if self.exactly_once_state:  # before any table opens its store (runtime/clean_exit.py)
+            wipe_after_unclean_exit(Path(self.conf.tabledir))
         await super().on_first_start()
         await wait_for_broker(self.connection.bootstrap_servers, plaintext=self.connection.plaintext)
         try:
@@ -77,6 +83,11 @@ class VesStreamsApp(faust.App):
             # Straight to fd 2: Faust's worker has replaced sys.stderr with a logger.
             os.write(2, f"ves-streams: {exc}\n".encode())
             os._exit(2)
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        if self.exactly_once_state:  # every child stopped: the last transaction committed, the stores closed
+            mark_clean_exit(Path(self.conf.tabledir))
 
     async def on_started(self) -> None:
         await super().on_started()  # the worker's start-up (and its spinner) ends in here
@@ -126,6 +137,7 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
     faust_compat.check(app)  # a faust-streaming without what we rely on fails here, not later
     faust_compat.ask_every_broker_for_the_controller()  # a worker starts while one broker is down
     app.connection = connection
+    app.exactly_once_state = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE and settings.role.processes
     metrics = get_metrics()
     readiness = Readiness()
     topics = Topics(app, settings)
