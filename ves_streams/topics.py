@@ -72,6 +72,12 @@ SAMPLES_RETENTION = timedelta(days=1)
 #: the longest the whole pipeline may stay down between a crash and its takeover without losing
 #: the state of an alarm raised again just before the crash.
 ALARMS_MIN_COMPACTION_LAG = timedelta(days=1)
+#: The alarm changelog's topic settings (created by the fault stage, runtime/changelog.py, with as
+#: many partitions as the notifications topic)
+ALARMS_CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
+    "min.compaction.lag.ms": str(int(ALARMS_MIN_COMPACTION_LAG.total_seconds() * 1000)),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +133,6 @@ class Topics:
         self.events: TopicT = app.topic(n.events, **common)
         self.dlq: TopicT = app.topic(n.dlq, **common)
         self.events_dlq: TopicT = app.topic(n.events_dlq, **common)
-        # co-partitioned with the notifications topic: partition p holds the alarms of its partition p
-        lag_ms = str(int(ALARMS_MIN_COMPACTION_LAG.total_seconds() * 1000))
-        self.alarms_changelog: TopicT = app.topic(n.alarms_changelog, internal=True, compacting=True,
-                                                  config={"min.compaction.lag.ms": lag_ms}, **common)  # fmt: skip
         self._outputs_declared = False
         self._lock: asyncio.Lock | None = None
 

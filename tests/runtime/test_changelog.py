@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.plugins.kafka import create_topics_async, new_topic_name
-from ves_streams.runtime.changelog import ChangelogMissing, read_partitions
+from ves_streams.runtime.changelog import ChangelogMissing, ensure_changelog, read_partitions
+from ves_streams.topics import ALARMS_CHANGELOG_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker_version]
 
@@ -48,3 +51,38 @@ def test_a_changelog_without_the_partition_is_an_error_naming_it(kafka: Any) -> 
 
     with pytest.raises(ChangelogMissing, match=r"no partition \[3\]"):
         asyncio.run(scenario())
+
+
+def test_the_changelog_is_created_compacted_with_the_input_topics_partitions_and_a_shorter_one_is_refused(kafka: Any) -> None:
+    bootstrap = kafka.bootstrap_servers
+    notifications, changelog = new_topic_name("notes"), new_topic_name("alarms-changelog")
+
+    async def scenario() -> tuple[int, int, dict[str, str]]:
+        await create_topics_async(bootstrap, [notifications], partitions=6)
+        made = await ensure_changelog(bootstrap, dict, changelog, like=notifications, replication=1,
+                                      configs=ALARMS_CHANGELOG_CONFIG)  # fmt: skip
+        again = await ensure_changelog(bootstrap, dict, changelog, like=notifications, replication=1,
+                                       configs=ALARMS_CHANGELOG_CONFIG)  # fmt: skip
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([changelog])
+            assert len(described["partitions"]) == 6
+            [config] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog)])
+            values = {name: value for name, value, *_ in config.resources[0][4]}
+        finally:
+            await admin.close()
+        return made, again, values
+
+    made, again, values = asyncio.run(scenario())
+    assert made == again == 6
+    assert values["cleanup.policy"] == "compact" and values["min.compaction.lag.ms"] == str(24 * 3600 * 1000)
+
+    short = new_topic_name("short")
+
+    async def too_few() -> None:
+        await create_topics_async(bootstrap, [short], partitions=2)
+        await ensure_changelog(bootstrap, dict, short, like=notifications, replication=1, configs=ALARMS_CHANGELOG_CONFIG)
+
+    with pytest.raises(ChangelogMissing, match="has 2 partitions"):
+        asyncio.run(too_few())

@@ -197,9 +197,19 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
 
     async def prepare_faults() -> None:
         await pipeline.topics.notifications.maybe_declare()
-        if settings.alarms_kept:
-            await pipeline.topics.alarms_changelog.maybe_declare()
         await pipeline.topics.ensure_outputs()
+
+    declare_on_main = side_loop.on_main_loop(prepare_faults)
+
+    async def prepare_faults_and_alarms() -> None:
+        await declare_on_main()
+        if settings.alarms_kept:  # co-partitioned with the notifications topic as it exists
+            from ves_streams.runtime.changelog import ensure_changelog
+            from ves_streams.topics import ALARMS_CHANGELOG_CONFIG
+
+            await ensure_changelog(kafka.bootstrap_servers, kafka.client_kwargs, names.alarms_changelog,
+                                   like=names.notifications, replication=settings.replication,
+                                   configs=ALARMS_CHANGELOG_CONFIG)  # fmt: skip
 
     values = StageLoop(
         values_spec,
@@ -208,7 +218,7 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
     )  # fmt: skip
     fault_loop = StageLoop(
         faults_spec, faults.FaultsHandler(pipeline, _alarm_keeping(pipeline, kafka, lambda: fault_loop)),
-        prepare=side_loop.on_main_loop(prepare_faults), **connection,
+        prepare=prepare_faults_and_alarms, **connection,
     )  # fmt: skip
     return values, fault_loop
 

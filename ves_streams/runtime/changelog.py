@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import for_code
 
-__all__ = ["ChangelogMissing", "read_partitions"]
+__all__ = ["ChangelogMissing", "ensure_changelog", "read_partitions"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,58 @@ METADATA_ATTEMPTS = 20
 
 class ChangelogMissing(RuntimeError):
     """The changelog topic lacks a partition the input topic has (they must be co-partitioned)."""
+
+
+#: Kafka's error code for a topic that exists already
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_changelog(
+    bootstrap_servers: str,
+    client_kwargs: Callable[[], dict[str, Any]],
+    topic: str,
+    *,
+    like: str,
+    replication: int,
+    configs: Mapping[str, str],
+) -> int:
+    """Create ``topic`` with as many partitions as the existing topic ``like``; their number.
+
+    Co-partitioned because partition p of the changelog holds the state of
+    input partition p: the count comes from the input topic as it is, not
+    from a setting that may differ from it. An existing changelog with
+    fewer partitions is a :class:`ChangelogMissing` naming both counts.
+    Only ``like`` and an existing ``topic`` are described: a metadata
+    request for a missing topic could have the broker auto-create it with
+    the wrong settings.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_kwargs())
+    await admin.start()
+    try:
+        partitions = _partition_count(await admin.describe_topics([like]), like)
+        response = await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication,
+                                                       topic_configs=dict(configs))])  # fmt: skip
+        for name, code, *_ in response.topic_errors:
+            if name != topic or code == 0:
+                continue
+            if code != _TOPIC_ALREADY_EXISTS:
+                raise for_code(code)(f"creating the changelog topic {topic!r}")
+            existing = _partition_count(await admin.describe_topics([topic]), topic)
+            if existing < partitions:
+                raise ChangelogMissing(f"changelog topic {topic!r} has {existing} partitions, the input topic {like!r}"
+                                       f" {partitions}: they must have as many (add partitions to the changelog)")  # fmt: skip
+    finally:
+        await admin.close()
+    return partitions
+
+
+def _partition_count(described: Sequence[Any], topic: str) -> int:
+    for entry in described:
+        if entry.get("topic") == topic and entry.get("error_code") == 0 and entry.get("partitions"):
+            return len(entry["partitions"])
+    raise ChangelogMissing(f"topic {topic!r} does not exist (or has no partitions)")
 
 
 async def read_partitions(
