@@ -7,8 +7,8 @@ number of intervals. Afterwards the collector's record is read back:
 
 * **fault latency** -- collector ``received_at`` minus the moment the
   notification was produced (its ``startsAt``, which the fault event carries
-  as ``startEpochMicrosec``; events are matched by ``(sourceName,
-  startEpochMicrosec)``);
+  as ``lastEpochMicrosec``: ``startEpochMicrosec`` is its alarm's onset;
+  events are matched by ``(sourceName, lastEpochMicrosec)``);
 * **measurement latency** -- ``received_at`` of a host's measurement event
   minus the end of the interval its samples were published in (the event's
   ``startEpochMicrosec`` is the samples' time). This is "sample published ->
@@ -274,9 +274,10 @@ def analyse(result: LatencyResult, log: RealisticLog, record: Path) -> None:
         host = header.get("sourceName")
         start_us = int(header.get("startEpochMicrosec") or 0)
         if domain == "fault":
-            if (host, start_us) in notifications:
-                fault_latencies.append(at - start_us / 1e6)
-                fault_phases.append((start_us / 1e6, at - start_us / 1e6))
+            raised_us = int(header.get("lastEpochMicrosec") or 0)  # this notification's time (start: its alarm's onset)
+            if (host, raised_us) in notifications:
+                fault_latencies.append(at - raised_us / 1e6)
+                fault_phases.append((raised_us / 1e6, at - raised_us / 1e6))
         elif domain == "measurement":
             round_ = stamps.get(round(start_us / 1e6, 3))
             if round_ is not None:

@@ -224,7 +224,8 @@ async def _send_notifications(
         await _sleep_until(due)
         starts_us = time.time_ns() // 1000
         log.notification_delays.append(starts_us / 1e6 - due)
-        futures.append(await producer.send(topic, notification_message(note, capture.host, host, starts_us), key=_key()))
+        # keyed by host, as the relay produces them (a record of another partition's host takes a hop more)
+        futures.append(await producer.send(topic, notification_message(note, capture.host, host, starts_us), key=host.encode()))
         log.notifications.add((host, starts_us))
     await asyncio.gather(*futures)
 

@@ -313,13 +313,13 @@ class Soak:
         received_by_minute: Counter[int] = Counter()
         for row in rows:
             header = (row.get("event") or {}).get("commonEventHeader") or {}
-            ids[header.get("eventId")] += 1
+            ids[(header.get("eventId"), header.get("sequence"))] += 1  # an alarm's events share its eventId
             at = float(row["received_at"])
             received_by_minute[int((at - started) // 60)] += 1
             start_us = int(header.get("startEpochMicrosec") or 0)
             host = str(header.get("sourceName"))
             if header.get("domain") == "fault":
-                faults_seen.add((host, start_us))
+                faults_seen.add((host, int(header.get("lastEpochMicrosec") or 0)))  # start: the alarm's onset
             elif header.get("domain") == "measurement":
                 round_ = stamps.get(round(start_us / 1e6, 3))
                 if round_ is not None:
