@@ -46,10 +46,14 @@ def register_alarm_views(
         mine = [state.to_json() | {"worker": url} for state in active()]
         if request.query.get(FORWARDED) is not None:
             return self.json({"worker": url, "alarms": mine})
-        others = sorted({p.rstrip("/") for p in peers()} - {url})
+        workers: dict[str, str] = {url: "ok"}
+        try:
+            others = sorted({p.rstrip("/") for p in peers()} - {url})
+        except Exception as exc:  # no assignment yet (starting, rebalancing): answer for this worker
+            log.info("GET /alarms: the other workers are not known now: %s", exc)
+            others, workers["others"] = [], f"not known now: {type(exc).__name__}"
         answers = await asyncio.gather(*(_ask(other) for other in others))
         listed = list(mine)
-        workers: dict[str, str] = {url: "ok"}
         for other, (problem, found) in zip(others, answers):
             workers[other] = problem or "ok"
             listed += found
