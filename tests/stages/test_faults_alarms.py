@@ -180,3 +180,22 @@ def test_resend_repeats_every_active_alarm_with_the_next_sequence() -> None:
     assert (h["eventId"], h["startEpochMicrosec"], h["sequence"]) == (onset["eventId"], onset["startEpochMicrosec"], 1)
     clear = headers_of(stage.batch([flat("OKAY", 9.0)]))[0]
     assert (clear["eventId"], clear["sequence"]) == (onset["eventId"], 2)
+
+
+def test_a_rule_engine_bug_dead_letters_the_notification_and_the_batch_and_its_changelog_go_on() -> None:
+    stage = Stage(Broker())
+    real = stage.handler.context.renderer
+
+    class Breaking:
+        ves_version = real.ves_version
+
+        def notification(self, notification: Any, alarm: Any = None) -> Any:
+            if notification.time == 11.0:
+                raise RuntimeError("a bug")
+            return real.notification(notification, alarm=alarm)
+
+    stage.handler.context = SimpleNamespace(renderer=Breaking(), metrics=stage.metrics)
+    out = stage.batch([flat("FAILURE", 1.0), flat("FAILURE", 11.0), flat("FAILURE", 21.0)])
+    assert [h["sequence"] for h in headers_of(out)] == [0, 2] and len(out.dead_letters) == 1
+    [record] = [r for r in out.records if r.topic is None]
+    assert orjson.loads(record.value)["offset"] == 2 and orjson.loads(record.value)["state"]["sequence"] == 2

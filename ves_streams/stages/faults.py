@@ -57,6 +57,7 @@ from aiokafka import TopicPartition
 from ves_streams.collectd import MalformedInput, Notification, parse_notifications, split_notifications_by_host
 from ves_streams.runtime.outputs import InputMessage, StageHandler, StageOutput
 from ves_streams.stages.alarms import (
+    REPEAT,
     UNMATCHED_CLEAR,
     AlarmKey,
     AlarmOverlay,
@@ -195,6 +196,11 @@ class _Batch:
                 out.append(_Record(partition, encode_key(key), encode_change(change)))
         return out
 
+    def note_source(self, message: InputMessage, transition: Transition) -> None:
+        """Remember that ``message`` made the alarm's latest change (as soon as it is made: a render may fail)."""
+        if transition.kind not in (REPEAT, UNMATCHED_CLEAR):
+            self.sources[(message.partition, transition.key)] = message.offset
+
     def commit(self) -> None:
         for partition, overlay in self.overlays.items():
             if overlay.table is self.tables.get(partition):
@@ -268,8 +274,11 @@ class FaultsHandler(StageHandler):
     # -- one message ---------------------------------------------------
 
     def _add_alarm_faults(self, output: StageOutput, batch: _Batch, message: InputMessage) -> None:
+        alarms = self.alarms
+        if alarms is None:
+            raise RuntimeError("the fault stage keeps no alarms")
         try:
-            self._alarm_message(output, batch, message)
+            self._alarm_message(alarms, output, batch, message)
         except Exception as exc:  # a bug, not the data's fault: dead-letter the notification, go on
             log.exception("internal error handling %s[%s]@%s", message.topic, message.partition, message.offset)
             self.context.metrics.dead_letters.labels(STAGE).inc()
@@ -277,16 +286,15 @@ class FaultsHandler(StageHandler):
             reason = f"internal error: {type(exc).__name__}: {exc}"
             output.dead_letters.append(deadletter.malformed_input(message.key, message.value, reason, STAGE, source))
 
-    def _alarm_message(self, output: StageOutput, batch: _Batch, message: InputMessage) -> None:
-        alarms = self.alarms
-        assert alarms is not None  # noqa: S101 - only called with alarms
+    def _alarm_message(self, alarms: AlarmKeeping, output: StageOutput, batch: _Batch, message: InputMessage) -> None:
         source = deadletter.Source(message.topic, message.partition, message.offset)
         overlay = batch.overlay(message.partition)
         if _kind(message) == KIND_RESEND:
             for key in overlay.active_keys():
                 transition = overlay.resend(key)
                 if transition is not None:
-                    self._render(output, batch, message, transition, source)
+                    batch.note_source(message, transition)
+                    self._render(output, overlay, message, transition, source)
             return
         raw = message.value
         try:
@@ -295,32 +303,19 @@ class FaultsHandler(StageHandler):
             notifications = parse_notifications(raw)
             count = alarms.partition_count()
             if count and any(host_partition(n.host, count) != message.partition for n in notifications):
-                notifications = self._forward_misplaced(output, raw, message.partition, count)
+                notifications = _forward_misplaced(alarms, output, raw, message.partition, count)
         except MalformedInput as exc:
             self.context.metrics.dead_letters.labels(STAGE).inc()
             output.dead_letters.append(deadletter.malformed_input(message.key, raw, exc.reason, STAGE, source))
             return
         for notification in notifications:
             transition = overlay.apply(notification)
+            batch.note_source(message, transition)
             if transition.kind == UNMATCHED_CLEAR:
                 alarms.unmatched_clears.inc()
-            self._render(output, batch, message, transition, source)
+            self._render(output, overlay, message, transition, source)
 
-    def _forward_misplaced(self, output: StageOutput, raw: bytes, partition: int, count: int) -> list[Notification]:
-        """Send the notifications of hosts of other partitions there; the ones of this partition's hosts stay."""
-        alarms = self.alarms
-        assert alarms is not None  # noqa: S101
-        staying: list[Notification] = []
-        for host, payload in split_notifications_by_host(raw):
-            target = host_partition(host, count)
-            if target == partition:
-                staying += parse_notifications(payload)
-            else:
-                key = host.encode("utf-8", "surrogatepass")
-                output.records.append(_Record(target, key, payload, topic=alarms.notifications_topic))
-        return staying
-
-    def _render(self, output: StageOutput, batch: _Batch, message: InputMessage, transition: Transition,
+    def _render(self, output: StageOutput, overlay: AlarmOverlay, message: InputMessage, transition: Transition,
                 source: deadletter.Source) -> None:  # fmt: skip
         context = self.context
         rendered = context.renderer.notification(transition.notification, alarm=transition.phase)
@@ -328,12 +323,22 @@ class FaultsHandler(StageHandler):
                              source=source, original=message.value)  # fmt: skip
         output.events += made.events
         output.dead_letters += made.dead_letters
-        overlay = batch.overlay(message.partition)
         if transition.after is not None:
             ids = tuple(str(getattr(event, "event_id", "")) for event in rendered.events)
             overlay.note_event_ids(transition.key, tuple(i for i in ids if i))
-        if transition.key in overlay.changes:
-            batch.sources[(message.partition, transition.key)] = message.offset
+
+
+def _forward_misplaced(alarms: AlarmKeeping, output: StageOutput, raw: bytes, partition: int, count: int) -> list[Notification]:
+    """Send the notifications of hosts of other partitions there, keyed by host; return this partition's hosts' ones."""
+    staying: list[Notification] = []
+    for host, payload in split_notifications_by_host(raw):
+        target = host_partition(host, count)
+        if target == partition:
+            staying += parse_notifications(payload)
+        else:
+            key = host.encode("utf-8", "surrogatepass")
+            output.records.append(_Record(target, key, payload, topic=alarms.notifications_topic))
+    return staying
 
 
 def restore_table(records: Sequence[tuple[bytes, bytes | None]], committed: int) -> AlarmTable:
