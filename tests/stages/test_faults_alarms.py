@@ -199,3 +199,23 @@ def test_a_rule_engine_bug_dead_letters_the_notification_and_the_batch_and_its_c
     assert [h["sequence"] for h in headers_of(out)] == [0, 2] and len(out.dead_letters) == 1
     [record] = [r for r in out.records if r.topic is None]
     assert orjson.loads(record.value)["offset"] == 2 and orjson.loads(record.value)["state"]["sequence"] == 2
+
+
+def test_a_restore_the_cluster_refuses_is_tried_again_until_it_succeeds() -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    broker = Broker()
+    stage = Stage(broker)
+    stage.batch([flat("FAILURE", 1.0)])
+    stage.commit()
+    failures = [KafkaConnectionError("no broker"), KafkaConnectionError("no broker")]
+    read = broker.read
+
+    async def flaky(partitions: list[int]) -> Any:
+        if failures:
+            raise failures.pop()
+        return await read(partitions)
+
+    broker.read = flaky  # type: ignore[method-assign]
+    new = Stage(broker)
+    assert not failures and [a.onset for a in new.handler.active_alarms()] == [1.0]

@@ -47,12 +47,14 @@ whose commits we control.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from ves_streams.collectd import MalformedInput, Notification, parse_notifications, split_notifications_by_host
 from ves_streams.runtime.outputs import InputMessage, StageHandler, StageOutput
@@ -91,6 +93,8 @@ log = logging.getLogger(__name__)
 STAGE = "notifications"
 #: Most notifications handled as one batch: small, a fault goes out as soon as it is read.
 FAULTS_BATCH = 500
+#: Backoff between attempts to restore the alarms while the cluster refuses (seconds)
+RESTORE_RETRY_INITIAL, RESTORE_RETRY_MAX = 0.5, 10.0
 #: A record of the notifications topic with this header is an instruction, not a notification
 HEADER_KIND = "ves-streams-kind"
 #: ... to re-publish every active alarm of its partition (``ves-streams alarms resend``)
@@ -258,8 +262,18 @@ class FaultsHandler(StageHandler):
             return
         still_current = self.controls.still_current() if self.controls is not None else (lambda: True)
         tps = sorted((tp for tp in partitions if tp.topic == alarms.notifications_topic), key=lambda tp: tp.partition)
-        committed = await self.controls.committed(tps) if self.controls is not None else {}
-        records = await alarms.read_changelog([tp.partition for tp in tps])
+        delay = RESTORE_RETRY_INITIAL
+        while True:
+            try:
+                committed = await self.controls.committed(tps) if self.controls is not None else {}
+                records = await alarms.read_changelog([tp.partition for tp in tps])
+                break
+            except (KafkaError, asyncio.TimeoutError) as exc:  # the cluster is failing over: ask again
+                if not still_current():
+                    return
+                log.warning("faults: restoring the alarms failed (again in %.1f s): %s: %s", delay, type(exc).__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(RESTORE_RETRY_MAX, delay * 2)
         tables: dict[int, AlarmTable] = {}
         for tp in tps:
             tables[tp.partition] = restore_table(records.get(tp.partition, ()), committed.get(tp, 0))
