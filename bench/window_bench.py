@@ -9,6 +9,10 @@ CPU time of this process, best of ``--repeats``; the baseline measured in
 the same run is the rule engine alone on the same hosts' samples, so the
 ratio says what the worker adds around it.
 
+A second figure is the state: CPU per value list of holding four intervals of
+every host's value lists in the worker's event-time windows
+(:func:`state_figures`), against a dict of each series' newest value list.
+
 Run: ``.venv/bin/python -m bench.window_bench [--hosts 1000] [--repeats 5]``
 """
 
@@ -29,7 +33,7 @@ from ves_streams.metrics import Metrics
 from ves_streams.rules import load_topology
 from ves_streams.stages.events import event_outputs
 from ves_streams.stages.render import TopologyRenderer
-from ves_streams.state import HostIndex, SampleStore, decode_value_list, encode_value_list
+from ves_streams.state import HostIndex, SampleStore, decode_value_list, encode_value_list, series_key
 from ves_streams.wire import deadletter
 
 
@@ -95,7 +99,55 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<30} {seconds * 1000 / args.hosts:.3f} ms per host ({counts[name]} events)")
     ratio = best["worker's window render"] / best["rule engine alone (baseline)"]
     print(f"  ratio worker / rule engine: {ratio:.2f}")
+    state_figures(base, now, args.hosts, args.repeats)
     return 0
+
+
+def state_figures(base: list[ValueList], now: float, hosts: int, repeats: int, rounds: int = 4) -> None:
+    """CPU per value list of holding samples: ``rounds`` intervals of every host's value lists.
+
+    The worker's state (:meth:`SampleStore.apply`, then at each boundary the
+    expiry pass and the marker, as a tick does) against a baseline measured
+    in the same run: a dict of each series' newest encoded value list, the
+    least any changelogged store of the latest samples pays.
+    """
+    interval = 10.0
+    batches = []
+    for r in range(rounds):
+        t = now + r * interval
+        batches.append([decode_value_list(encode_value_list(msgspec.structs.replace(vl, host=f"compute-{i:04d}", time=t)))
+                        for i in range(hosts) for vl in base])  # fmt: skip
+    count = sum(len(b) for b in batches)
+
+    def windowed_state() -> None:
+        try:
+            store = SampleStore({}, HostIndex(), interval=interval)
+        except TypeError:  # a store without event-time windows (before/after runs of this bench)
+            store = SampleStore({}, HostIndex())
+        for r, batch in enumerate(batches):
+            store.apply(0, batch)
+            end = now + (r + 1) * interval
+            store.expire(0, end)
+            store.set_marker(0, end)
+
+    def newest_only() -> None:
+        table: dict[bytes, bytes] = {}
+        for batch in batches:
+            for vl in batch:
+                table[series_key(vl)] = encode_value_list(vl)
+
+    best = {"newest per series (baseline)": float("inf"), "worker's state": float("inf")}
+    for _ in range(repeats):
+        for name, fn in (("newest per series (baseline)", newest_only), ("worker's state", windowed_state)):
+            gc.collect()
+            start = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - start)
+    print(f"{hosts} hosts x {rounds} intervals, {count} value lists; CPU, best of {repeats}")
+    for name, seconds in best.items():
+        print(f"  {name:<30} {seconds * 1e6 / count:.2f} us per value list")
+    ratio = best["worker's state"] / best["newest per series (baseline)"]
+    print(f"  ratio worker / baseline: {ratio:.2f}")
 
 
 if __name__ == "__main__":

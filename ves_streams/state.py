@@ -239,7 +239,7 @@ class HostIndex:
     def __init__(self) -> None:
         self._partitions: dict[int, _Partition] = {}
         self.built = False
-        #: one copy of each name and name tuple the index holds (see :meth:`_shared`)
+        #: one copy of each name and name tuple the index holds (see :meth:`share`)
         self._names: dict[Any, Any] = {}
 
     def invalidate(self) -> None:
@@ -247,7 +247,7 @@ class HostIndex:
         self._names.clear()
         self.built = False
 
-    def _shared(self, vl: ValueList) -> ValueList:
+    def share(self, vl: ValueList) -> ValueList:
         """``vl`` with its names (host, plugin, ..., ``dstypes``, ``dsnames``) shared with the index's others.
 
         A decoded value list owns fresh copies of all of them: ~13 objects and
@@ -306,7 +306,7 @@ class HostIndex:
             part = self._partitions.get(partition_of(host))
             if part is None:
                 continue
-            part.hosts.setdefault(host, {})[key] = tuple(self._shared(vl) for vl in held)
+            part.hosts.setdefault(host, {})[key] = tuple(self.share(vl) for vl in held)
             # The table keeps only what is left to render, so its times say nothing
             # about when the host appeared: a recovered host is an old one.
             part.first_seen[host] = -math.inf
@@ -329,15 +329,18 @@ class HostIndex:
         return part.hosts.get(host, {}).get(key, ())
 
     def put(self, partition: int, key: bytes, held: Held) -> None:
-        """Hold ``held`` (non-empty, oldest first, one host's series) for the series ``key``."""
-        part = self._part(partition)
+        """Hold ``held`` (non-empty, oldest first, one host's series) for the series ``key``, as given.
+
+        A value list new to the index should be :meth:`share`-d first.
+        """
+        part = self._partitions.get(partition)
+        if part is None:
+            part = self._partitions[partition] = _Partition()
         host = held[0].host
         series = part.hosts.get(host)
         if series is None:
             series = part.hosts[host] = {}
-        previous = series.get(key, ())
-        prior = {id(vl) for vl in previous}
-        series[key] = tuple(vl if id(vl) in prior else self._shared(vl) for vl in held)
+        series[key] = held
         oldest = held[0].time
         seen = part.first_seen.get(host)
         if seen is None or oldest < seen:
@@ -534,7 +537,10 @@ class SampleStore:
         local = self.local
         index = self.index
         interval = self.interval
+        keep = self.keep
         marker = index.marker(partition)
+        #: the first window not rendered yet: a value list in it makes everything older unneeded
+        first_open = window_index(marker, interval) if marker is not None else None
         for vl in value_lists:
             key = series_key(vl)
             held = index.held(partition, vl.host, key)
@@ -544,12 +550,23 @@ class SampleStore:
                 if rendered is None or t > rendered.time:
                     applied.late += 1
                 continue
-            updated = _hold(held, vl, window_index(t, interval), interval)
-            if updated is None:
-                continue
-            updated = needed(updated, marker, interval)
-            if len(updated) > self.keep:
-                updated = updated[-self.keep :]
+            w = window_index(t, interval)
+            if not held:
+                updated: Held = (index.share(vl),)
+            else:
+                last = held[-1]
+                if window_index(last.time, interval) < w:  # the usual case: the series' next window
+                    if marker is not None and last.time < marker:  # all of held is rendered
+                        updated = (index.share(vl),) if w == first_open else (last, index.share(vl))
+                    else:
+                        updated = needed(held + (index.share(vl),), marker, interval)
+                else:
+                    changed = _hold(held, vl, w, interval)
+                    if changed is None:
+                        continue
+                    updated = needed(tuple(index.share(v) if v is vl else v for v in changed), marker, interval)
+            if len(updated) > keep:
+                updated = updated[-keep:]
             value = encode_held(updated)
             local.put(partition, key, value)
             index.put(partition, key, updated)
