@@ -482,6 +482,8 @@ class Applied:
     changes: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: value lists whose window was already rendered: counted and dropped
     late: int = 0
+    #: the first of them (for a log line that names a host)
+    late_example: ValueList | None = None
 
 
 class SampleStore:
@@ -549,6 +551,8 @@ class SampleStore:
                 rendered = newest_before(held, marker)
                 if rendered is None or t > rendered.time:
                     applied.late += 1
+                    if applied.late_example is None:
+                        applied.late_example = vl
                 continue
             w = window_index(t, interval)
             if not held:

@@ -89,8 +89,27 @@ async def handle_samples(pipeline: Pipeline, message: Message) -> None:
             return
     applied = pipeline.store.apply(message.partition, value_lists)
     if applied.late:
-        pipeline.metrics.late_samples.inc(applied.late)
+        _count_late(pipeline, message.partition, applied)
     await pipeline.write_changelog(message.partition, applied.changes)
+
+
+#: At most one log line about late samples per this many seconds.
+_LATE_LOG_EVERY = 60.0
+
+
+def _count_late(pipeline: Pipeline, partition: int, applied: Any) -> None:
+    """Count late value lists; name one host now and then, so an operator knows where to look."""
+    pipeline.metrics.late_samples.inc(applied.late)
+    now = time.monotonic()
+    example = applied.late_example
+    if example is None or now - pipeline.late_logged_at < _LATE_LOG_EVERY:
+        return
+    pipeline.late_logged_at = now
+    log.warning(
+        "partition %d: %d value lists arrived after their window was rendered and were dropped, e.g. host %r "
+        "stamped %.3f (windows up to %.3f rendered): ingest far behind, or the host's clock behind ours",
+        partition, applied.late, example.host, example.time, pipeline.store.marker(partition) or 0.0,
+    )  # fmt: skip
 
 
 async def render_partition(pipeline: Pipeline, partition: int, tick: Tick, source: deadletter.Source) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,8 @@ class Pipeline:
         self._changelog_pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self._changelog_pending_count = 0
         self.max_backfill = MAX_BACKFILL_WINDOWS
+        #: when a late value list was last named in the log (measurements.py, at most once a minute)
+        self.late_logged_at = -math.inf
         self.exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
         #: with exactly_once, keeps Faust's commits out of a record's processing (commit_gate.py)
         self.gate = CommitGate()
