@@ -77,6 +77,8 @@ def test_every_variable_is_read() -> None:
         "VES_STREAMS_KAFKA_SASL_MECHANISM": "scram-sha-512",
         "VES_STREAMS_KAFKA_USERNAME": "kuser",
         "VES_STREAMS_KAFKA_PASSWORD": "kpass",
+        "VES_STREAMS_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+        "VES_STREAMS_COLLECTOR_ALLOW_BASIC_OVER_HTTP": "false",
     }
     s = Settings.from_env(env)
     assert s.broker == "kafka://k1:9092;k2:9093"
@@ -98,9 +100,9 @@ def test_every_variable_is_read() -> None:
     assert s.dlq_topic == "my-dlq"
     assert s.hostname == "worker-1"
     assert (s.sink_batch_max_events, s.sink_batch_max_bytes, s.sink_linger_ms, s.sink_batching) == (10, 65536, 0, False)
+    assert s.kafka_security_protocol == "SASL_SSL" and s.collector_basic_over_http is False
     assert (s.sink_retry_max, s.sink_retry_initial_backoff, s.sink_retry_max_backoff) == (5, 1.0, 60.0)
     assert s.kafka_sasl_mechanism == "SCRAM-SHA-512"
-    assert s.kafka_security_protocol == "SASL_PLAINTEXT"
     assert s.explicit == frozenset(env)
 
 
@@ -247,11 +249,13 @@ def test_unknown_variables_are_listed_not_fatal() -> None:
 def test_passwords_never_appear_in_repr_str_logs_or_copies(caplog: pytest.LogCaptureFixture) -> None:
     s = Settings.from_env(
         {
+            "VES_STREAMS_COLLECTOR_URL": "https://collector.example:8443",
             "VES_STREAMS_COLLECTOR_USERNAME": "ves",
             "VES_STREAMS_COLLECTOR_PASSWORD": "collector-hunter2",
             "VES_STREAMS_KAFKA_SASL_MECHANISM": "PLAIN",
             "VES_STREAMS_KAFKA_USERNAME": "k",
             "VES_STREAMS_KAFKA_PASSWORD": "kafka-hunter2",
+            "VES_STREAMS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         }
     )
     texts = [repr(s), str(s), f"{s}", f"{s!r}", str(s.describe()), repr(dataclasses.asdict(s)), repr(copy.deepcopy(s))]
@@ -301,3 +305,53 @@ def test_the_alarm_lifecycle_defaults_to_on_for_ves_7_and_off_for_ves_5_and_can_
     assert not Settings.from_env({}).with_topology_header({"alarm_lifecycle": False}).alarms_kept
     with pytest.raises(SettingsError, match="VES_STREAMS_ALARM_LIFECYCLE"):
         Settings.from_env({"VES_STREAMS_ALARM_LIFECYCLE": "sometimes"})
+
+
+# -- no silent security downgrade ---------------------------------------------------------
+
+
+_SASL = {"VES_STREAMS_KAFKA_SASL_MECHANISM": "PLAIN", "VES_STREAMS_KAFKA_USERNAME": "k",
+         "VES_STREAMS_KAFKA_PASSWORD": "kafka-hunter2"}  # fmt: skip
+
+
+def test_sasl_without_a_ca_file_must_say_whether_tls_is_wanted() -> None:
+    with pytest.raises(SettingsError, match="^VES_STREAMS_KAFKA_SECURITY_PROTOCOL: ") as info:
+        Settings.from_env(_SASL)
+    assert "kafka-hunter2" not in str(info.value)
+    assert Settings.from_env({**_SASL, "VES_STREAMS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}).kafka_security_protocol == "SASL_SSL"
+    plain = Settings.from_env({**_SASL, "VES_STREAMS_KAFKA_SECURITY_PROTOCOL": "sasl_plaintext"})
+    assert plain.kafka_security_protocol == "SASL_PLAINTEXT"
+
+
+def test_sasl_with_a_ca_file_is_sasl_ssl(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    assert Settings.from_env({**_SASL, "VES_STREAMS_KAFKA_SSL_CAFILE": str(ca)}).kafka_security_protocol == "SASL_SSL"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"VES_STREAMS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "VES_STREAMS_KAFKA_SASL_MECHANISM"),
+        ({**_SASL, "VES_STREAMS_KAFKA_SECURITY_PROTOCOL": "SSL"}, "VES_STREAMS_KAFKA_SECURITY_PROTOCOL"),
+        ({"VES_STREAMS_KAFKA_SECURITY_PROTOCOL": "TLS"}, "VES_STREAMS_KAFKA_SECURITY_PROTOCOL"),
+    ],
+)
+def test_a_security_protocol_that_contradicts_the_rest_is_refused(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{named}: "):
+        Settings.from_env(env)
+
+
+def test_basic_credentials_to_an_http_collector_need_an_explicit_opt_in() -> None:
+    creds = {"VES_STREAMS_COLLECTOR_USERNAME": "ves", "VES_STREAMS_COLLECTOR_PASSWORD": "collector-hunter2"}
+    with pytest.raises(SettingsError, match="^VES_STREAMS_COLLECTOR_URL: ") as info:
+        Settings.from_env({**creds, "VES_STREAMS_COLLECTOR_URL": "http://collector:30000"})
+    assert "collector-hunter2" not in str(info.value)
+    with pytest.raises(SettingsError, match="^VES_STREAMS_COLLECTOR_BACKUP_URL: "):
+        Settings.from_env({**creds, "VES_STREAMS_COLLECTOR_URL": "https://a:8443",
+                           "VES_STREAMS_COLLECTOR_BACKUP_URL": "http://b:30000"})  # fmt: skip
+    allowed = Settings.from_env(
+        {**creds, "VES_STREAMS_COLLECTOR_URL": "http://collector:30000", "VES_STREAMS_COLLECTOR_ALLOW_BASIC_OVER_HTTP": "true"}
+    )
+    assert allowed.collector_basic_over_http is True
+    assert Settings.from_env({"VES_STREAMS_COLLECTOR_URL": "http://collector:30000"}).collector_username is None

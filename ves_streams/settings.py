@@ -269,6 +269,17 @@ def _ves_version(name: str, raw: str) -> str:
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
+#: Kafka's security protocols, as ``VES_STREAMS_KAFKA_SECURITY_PROTOCOL`` takes them.
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _kafka_security_protocol(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in KAFKA_SECURITY_PROTOCOLS:
+        raise _fail(name, f"must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}", raw)
+    return value
+
+
 def _sasl_mechanism(name: str, raw: str) -> str:
     value = raw.strip().upper()
     if value not in _SASL_MECHANISMS:
@@ -301,6 +312,10 @@ class Settings:
     )
     collector_username: str | None = field(default=None, metadata=_env("COLLECTOR_USERNAME", _text))
     collector_password: Secret | None = field(default=None, metadata=_env("COLLECTOR_PASSWORD", _secret))
+    # Basic credentials to an http:// collector cross the network in clear: refused unless this says so
+    collector_basic_over_http: bool = field(
+        default=False, metadata=_env("COLLECTOR_ALLOW_BASIC_OVER_HTTP", _bool)
+    )
     collector_ca_bundle: Path | None = field(default=None, metadata=_env("COLLECTOR_CA_BUNDLE", _existing_file))
     collector_client_cert: Path | None = field(default=None, metadata=_env("COLLECTOR_CLIENT_CERT", _existing_file))
     collector_client_key: Path | None = field(default=None, metadata=_env("COLLECTOR_CLIENT_KEY", _existing_file))
@@ -366,6 +381,11 @@ class Settings:
     kafka_sasl_username: str | None = field(default=None, metadata=_env("KAFKA_USERNAME", _text))
     kafka_sasl_password: Secret | None = field(default=None, metadata=_env("KAFKA_PASSWORD", _secret))
     kafka_ssl_cafile: Path | None = field(default=None, metadata=_env("KAFKA_SSL_CAFILE", _existing_file))
+    # Explicit only where it cannot be told from the rest: SASL without a CA file must say SASL_PLAINTEXT
+    # (the password crosses the network in clear with PLAIN) or SASL_SSL (the system's CAs)
+    kafka_protocol: str | None = field(
+        default=None, metadata=_env("KAFKA_SECURITY_PROTOCOL", _kafka_security_protocol)
+    )
 
     sink_batching: bool = field(default=True, metadata=_env("SINK_BATCHING", _bool, header="sink.batching"))
     sink_batch_max_events: int = field(
@@ -484,6 +504,7 @@ class Settings:
             raise SettingsError(
                 "VES_STREAMS_KAFKA_SASL_MECHANISM: must be set when a Kafka username or password is given"
             )
+        self._check_no_silent_downgrade()
         if self.sink_retry_max_backoff < self.sink_retry_initial_backoff:
             raise SettingsError(
                 "VES_STREAMS_SINK_RETRY_BACKOFF_MAX: must be at least VES_STREAMS_SINK_RETRY_BACKOFF_INITIAL"
@@ -502,13 +523,44 @@ class Settings:
                 raise SettingsError(f"{env}: topic {topic!r} is already used by {seen[topic]}")
             seen[topic] = env
 
+    def _check_no_silent_downgrade(self) -> None:
+        """Credentials never cross the network in clear unless a setting says so.
+
+        SASL without a CA file used to become SASL_PLAINTEXT without a word
+        (with PLAIN, the Kafka password in clear), and Basic credentials went
+        to an ``http://`` collector: both now need an explicit setting.
+        """
+        protocol = self.kafka_protocol
+        if protocol is None and self.kafka_sasl_mechanism is not None and self.kafka_ssl_cafile is None:
+            raise SettingsError(
+                "VES_STREAMS_KAFKA_SECURITY_PROTOCOL: SASL is configured without VES_STREAMS_KAFKA_SSL_CAFILE; "
+                "set SASL_SSL (TLS with the system's CAs) or SASL_PLAINTEXT to accept the credentials in clear"
+            )
+        if protocol is not None and protocol.startswith("SASL_") and self.kafka_sasl_mechanism is None:
+            raise SettingsError(f"VES_STREAMS_KAFKA_SASL_MECHANISM: must be set for {protocol}")
+        if protocol is not None and not protocol.startswith("SASL_") and self.kafka_sasl_mechanism is not None:
+            raise SettingsError(
+                f"VES_STREAMS_KAFKA_SECURITY_PROTOCOL: {protocol} sends no SASL credentials, "
+                "but VES_STREAMS_KAFKA_SASL_MECHANISM is set"
+            )
+        if self.collector_username is not None and not self.collector_basic_over_http:
+            for name, url in (("VES_STREAMS_COLLECTOR_URL", self.collector_url),
+                              ("VES_STREAMS_COLLECTOR_BACKUP_URL", self.collector_backup_url)):  # fmt: skip
+                if url is not None and url.lower().startswith("http://"):
+                    raise SettingsError(
+                        f"{name}: Basic credentials would cross the network in clear to an http:// collector; "
+                        "use https://, or set VES_STREAMS_COLLECTOR_ALLOW_BASIC_OVER_HTTP=true to accept it"
+                    )
+
     # ------------------------------------------------------------------
 
     @property
     def kafka_security_protocol(self) -> str:
-        """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, from what is configured."""
+        """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL: the explicit setting, else from what is configured."""
+        if self.kafka_protocol is not None:
+            return self.kafka_protocol
         if self.kafka_sasl_mechanism:
-            return "SASL_SSL" if self.kafka_ssl_cafile else "SASL_PLAINTEXT"
+            return "SASL_SSL"  # without a CA file only when said explicitly (_check_no_silent_downgrade)
         return "SSL" if self.kafka_ssl_cafile else "PLAINTEXT"
 
     @property

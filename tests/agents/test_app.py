@@ -112,6 +112,24 @@ def test_invalid_setting_stops_the_worker_at_start_naming_it() -> None:
     assert "hunter2" not in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"VES_STREAMS_KAFKA_SASL_MECHANISM": "PLAIN", "VES_STREAMS_KAFKA_USERNAME": "k",
+          "VES_STREAMS_KAFKA_PASSWORD": "kafka-hunter2"}, "VES_STREAMS_KAFKA_SECURITY_PROTOCOL"),
+        ({"VES_STREAMS_COLLECTOR_URL": "http://collector:30000", "VES_STREAMS_COLLECTOR_USERNAME": "u",
+          "VES_STREAMS_COLLECTOR_PASSWORD": "collector-hunter2"}, "VES_STREAMS_COLLECTOR_URL"),
+    ],
+    ids=["sasl-without-tls", "basic-over-http"],
+)  # fmt: skip
+def test_credentials_in_clear_stop_the_worker_at_start_naming_the_setting(env: dict[str, str], named: str) -> None:
+    done = _worker_exits(env)
+    assert done.returncode == 2
+    assert f"ves-streams: {named}: " in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
+
+
 def test_broken_topology_stops_the_worker_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("Host Measurements: !Measurements\n  - ITEM-DESC: [unclosed\n")

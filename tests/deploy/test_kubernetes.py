@@ -635,6 +635,7 @@ def test_each_worker_starts_with_its_settings(with_secrets: bool) -> None:
         env = resolve_env(container, EXAMPLE_SECRETS if with_secrets else None)
         if with_secrets:
             env["VES_STREAMS_KAFKA_SASL_MECHANISM"] = "SCRAM-SHA-512"  # the Kafka pair needs it (configmap.yaml)
+            env["VES_STREAMS_KAFKA_SECURITY_PROTOCOL"] = "SASL_SSL"  # and, without a CA file, says TLS
         try:
             settings = Settings.from_env(env)
         except SettingsError as exc:
