@@ -29,6 +29,10 @@ What it guarantees:
   acknowledged is dropped and the partitions' next owner redoes it from the
   committed offset (aiokafka's eager rebalance re-reads every partition's
   position from its commit).
+* **State before records.** After an assignment the handler's
+  :meth:`~ves_streams.runtime.outputs.StageHandler.assigned` is awaited
+  (partitions paused, the consumer polled) before any record is handed to
+  it: a stateful handler (the fault stage's alarms) restores there.
 * **A dead letter too large for its topic** is written without its value
   (a header says so), never retried forever.
 * **Never crashes on data**: handlers turn bad input into dead letters.
