@@ -219,3 +219,16 @@ def test_a_restore_the_cluster_refuses_is_tried_again_until_it_succeeds() -> Non
     broker.read = flaky  # type: ignore[method-assign]
     new = Stage(broker)
     assert not failures and [a.onset for a in new.handler.active_alarms()] == [1.0]
+
+
+def test_without_the_lifecycle_a_resend_instruction_is_skipped_not_dead_lettered() -> None:
+    metrics = Metrics(CollectorRegistry())
+    renderer = TopologyRenderer(load_topology(default_topology()), hostname="w", interval=10.0, ves_version="7.2.1")
+    handler = FaultsHandler(SimpleNamespace(renderer=renderer, metrics=metrics))
+    messages = [SimpleNamespace(topic=TOPIC, partition=0, offset=0, key=b"alarms-resend", value=b"{}",
+                                headers=[(HEADER_KIND, KIND_RESEND)]),
+                SimpleNamespace(topic=TOPIC, partition=0, offset=1, key=None, value=flat("FAILURE", 1.0), headers=[])]  # fmt: skip
+    output = asyncio.run(handler.handle(messages))
+    assert len(output.events) == 1 and output.dead_letters == [] and output.records == []
+    assert headers_of(output)[0]["sequence"] == 0
+    assert output.handled == {TopicPartition(TOPIC, 0): 2}

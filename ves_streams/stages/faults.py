@@ -86,6 +86,7 @@ __all__ = [
     "FaultsHandler",
     "add_faults",
     "fault_outputs",
+    "restore_table",
 ]
 
 log = logging.getLogger(__name__)
