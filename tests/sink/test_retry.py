@@ -36,11 +36,27 @@ def test_full_jitter_spans_zero_to_the_ceiling() -> None:
     assert 0.0 <= min(samples) < 1.0 and 15.0 < max(samples) < 16.0
 
 
-def test_retry_after_is_honoured_instead_of_backoff_and_capped() -> None:
+def test_retry_after_lengthens_the_backoff_and_is_capped() -> None:
     policy = RetryPolicy(max_retry_after=60.0)
     assert policy.delay(1, TransientDeliveryError("x", retry_after=2.0), lambda: 0.0) == 2.0
     assert policy.delay(1, TransientDeliveryError("x", retry_after=3600.0), lambda: 0.0) == 60.0
     assert policy.delay(3, TransientDeliveryError("x"), lambda: 0.5) == 1.0
+
+
+@pytest.mark.parametrize("hint", [0.0, -5.0, 0.1, float("nan"), float("-inf")])
+def test_retry_after_never_shortens_the_backoff(hint: float) -> None:
+    policy = RetryPolicy(initial_backoff=0.5, max_backoff=30.0)
+    for attempt in (1, 3, 6):
+        assert policy.delay(attempt, TransientDeliveryError("x", retry_after=hint), lambda: 0.75) == policy.backoff(
+            attempt, lambda: 0.75
+        )
+
+
+def test_retry_after_for_the_endpoint_schedule_is_capped_too() -> None:
+    policy = RetryPolicy(max_retry_after=300.0)
+    assert policy.retry_after(TransientDeliveryError("x", retry_after=10**12)) == 300.0
+    assert policy.retry_after(TransientDeliveryError("x", retry_after=-1.0)) == 0.0
+    assert policy.retry_after(TransientDeliveryError("x")) is None
 
 
 def test_max_attempts_zero_means_forever() -> None:
@@ -56,7 +72,8 @@ def test_retry_after_header_in_seconds_or_http_date() -> None:
     date = email.utils.formatdate(NOW + 30, usegmt=True)
     assert parse_retry_after(date, NOW) == pytest.approx(30.0, abs=1.0)
     assert parse_retry_after(email.utils.formatdate(NOW - 30, usegmt=True), NOW) == 0.0
-    for junk in (None, "", "soon", "nan", "inf"):
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", NOW) is not None
+    for junk in (None, "", "soon", "nan", "inf", "Mon, 01 Jan 99999 00:00:00 GMT", "\x00\xff", "1" * 400):
         assert parse_retry_after(junk, NOW) is None
 
 

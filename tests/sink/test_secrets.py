@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -42,7 +43,17 @@ def test_config_repr_and_str_never_show_passwords() -> None:
 
 
 def test_config_secrets_lists_every_password_for_scrubbing() -> None:
-    assert set(_config().secrets()) == {PASSWORD, "kafka-" + PASSWORD}
+    basic = base64.b64encode(f"sink:{PASSWORD}".encode()).decode()
+    assert {PASSWORD, basic, "kafka-" + PASSWORD} <= set(_config().secrets())
+
+
+def test_every_form_of_the_collector_password_is_masked() -> None:
+    password = 'p"w/ é'
+    collector = CollectorConfig(url="https://ves:8443", username="sink", password=Secret(password))
+    basic = base64.b64encode(f"sink:{password}".encode()).decode()
+    echoed = f'Authorization: Basic {basic}; json "p\\"w/ \u00e9"; raw {password}; url p%22w%2F%20%C3%A9'
+    scrubbed = scrub(echoed, collector.secrets())
+    assert basic not in scrubbed and password not in scrubbed and "p%22w%2F%20%C3%A9" not in scrubbed
 
 
 def test_url_userinfo_is_scrubbed() -> None:

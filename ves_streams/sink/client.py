@@ -22,11 +22,27 @@ job) and raises :class:`TransientDeliveryError` for every failure without a
 response (refused, reset, timeout, TLS failure), with the message scrubbed
 of the password and URL userinfo. Redirects are not followed: a POST
 redirected to a GET would silently lose events.
+
+Every part of an answer is untrusted input (a proxy, a misconfigured or a
+hostile collector may say anything):
+
+* the body is read up to :data:`RESPONSE_BODY_LIMIT` bytes (a VES
+  ``requestError`` is a few hundred; what a dead-letter reason needs is
+  kept), and a body longer than that is not drained: its connection is
+  closed rather than returned to the pool (:attr:`HttpAnswer.truncated`);
+* the body is decoded with its declared charset when Python knows it as a
+  text encoding, else as UTF-8; undecodable bytes become U+FFFD, never an
+  exception;
+* the password, its Basic encoding and URL userinfo are masked
+  (:meth:`~ves_streams.sink.config.CollectorConfig.secrets`) before the
+  body leaves this module, so a collector echoing the ``Authorization``
+  header cannot put it into a log line or a dead-letter header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import os
 import threading
@@ -39,7 +55,7 @@ import requests
 from ves_streams.sink.config import CollectorConfig
 from ves_streams.sink.errors import SinkConfigError, TransientDeliveryError, scrub
 
-__all__ = ["HttpAnswer", "VesHttpClient", "RESPONSE_BODY_LIMIT"]
+__all__ = ["HttpAnswer", "VesHttpClient", "RESPONSE_BODY_LIMIT", "decode_body"]
 
 #: Bytes of a response body read and kept; VES answers are small JSON.
 RESPONSE_BODY_LIMIT = 16 * 1024
@@ -55,6 +71,8 @@ class HttpAnswer:
     body: str
     retry_after: str | None
     elapsed: float
+    #: True when the body was longer than :data:`RESPONSE_BODY_LIMIT` (only its start is in ``body``)
+    truncated: bool = False
 
 
 class VesHttpClient:
@@ -158,15 +176,10 @@ class VesHttpClient:
                 stream=True,
             )
             try:
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_content(chunk_size=4096):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size >= RESPONSE_BODY_LIMIT:
-                        break
-                raw = b"".join(chunks)[:RESPONSE_BODY_LIMIT]
+                raw, truncated = _read_limited(response)
             finally:
+                # a body read to its end leaves the connection to the pool; one cut short is closed
+                # (requests closes the raw stream when the content was not consumed)
                 response.close()
         except requests.exceptions.SSLError as exc:
             raise self._transient("TLS with the collector failed", url, exc) from None
@@ -180,14 +193,49 @@ class VesHttpClient:
             raise self._transient("request to the collector failed", url, exc) from None
         except OSError as exc:
             raise self._transient("request to the collector failed", url, exc) from None
-        text = raw.decode(response.encoding or "utf-8", errors="replace")
+        text = decode_body(raw, response.encoding)
         return HttpAnswer(
             status=response.status_code,
             body=scrub(text, self._secrets),
             retry_after=response.headers.get("Retry-After"),
             elapsed=time.monotonic() - started,
+            truncated=truncated,
         )
 
     def _transient(self, what: str, url: str, exc: BaseException) -> TransientDeliveryError:
         detail = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
         return TransientDeliveryError(f"{what}: {detail}", url=url)
+
+
+def _read_limited(response: requests.Response) -> tuple[bytes, bool]:
+    """The body's first :data:`RESPONSE_BODY_LIMIT` bytes, and whether there was more."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=4096):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > RESPONSE_BODY_LIMIT:
+            return b"".join(chunks)[:RESPONSE_BODY_LIMIT], True
+    return b"".join(chunks), False
+
+
+def decode_body(raw: bytes, charset: str | None) -> str:
+    """``raw`` as text: in ``charset`` if Python knows it as a text encoding, else UTF-8; never raises.
+
+    A declared charset is the collector's word, not a fact: an unknown name
+    (``x-unknown``), a codec that is not a text encoding (``rot13``,
+    ``base64``) or bytes that do not fit it fall back to UTF-8 with
+    replacement characters.
+    """
+    encoding = "utf-8"
+    if charset:
+        try:
+            info = codecs.lookup(charset.strip())
+        except (LookupError, ValueError, TypeError):
+            info = None
+        if info is not None and getattr(info, "_is_text_encoding", True):
+            encoding = info.name
+    try:
+        return raw.decode(encoding, errors="replace")
+    except (LookupError, ValueError, TypeError):
+        return raw.decode("utf-8", errors="replace")

@@ -20,11 +20,14 @@ environment.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
+
+import orjson
 
 from ves_streams.runtime.kafka import KafkaConnection, KafkaSecurity
 from ves_streams.secret import Secret
@@ -137,8 +140,19 @@ class CollectorConfig:
         return f"{base}/eventListener/v{self.ves_version}"
 
     def secrets(self) -> tuple[str, ...]:
-        """Strings to mask in any message: the password (the username is not secret)."""
-        return (self.password.reveal(),) if self.password is not None else ()
+        """Strings to mask in anything the collector echoes: the password, and every form it travels in.
+
+        The username is not secret, but ``user:password`` is what Basic auth
+        sends, base64-encoded (RFC 7617): a collector or proxy that echoes
+        the ``Authorization`` header echoes that, so it is masked too, as
+        are the password JSON-escaped and percent-encoded.
+        """
+        if self.password is None:
+            return ()
+        password = self.password.reveal()
+        basic = base64.b64encode(f"{self.username or ''}:{password}".encode("utf-8")).decode("ascii")
+        forms = (password, basic, orjson.dumps(password).decode("utf-8")[1:-1], quote(password, safe=""))
+        return tuple(dict.fromkeys(form for form in forms if form))
 
 
 @dataclass(frozen=True, slots=True)

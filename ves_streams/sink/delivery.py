@@ -221,7 +221,7 @@ class BatchDelivery:
                 self._failing_since = now
             metrics.BATCHES.labels(kind=kind, outcome="retried").inc()
             metrics.RETRIES.labels(reason=_retry_reason(error)).inc()
-            self.schedule.failed(base, now, error.retry_after)
+            self.schedule.failed(base, now, self.policy.retry_after(error))
             if self.policy.exhausted(attempts):
                 logger.error(
                     "giving up on %d %s event(s) after %d attempts (sink retry max); dead-lettering them: %s",

@@ -9,8 +9,11 @@ them exactly:
   :class:`PermanentDeliveryError` (dead-letter: every other 4xx).
 * :class:`RetryPolicy`: exponential backoff with full jitter
   (``uniform(0, min(max_backoff, initial * 2**(attempt-1)))``), a server's
-  ``Retry-After`` honoured (capped at ``max_retry_after``), and an optional
-  attempt limit (0 = retry forever, the default: Kafka is the buffer).
+  ``Retry-After`` honoured only to wait *longer* (capped at
+  ``max_retry_after``: a ``Retry-After: 0``, a negative one or a date in
+  the past gives the normal backoff, never a hot loop; a date years ahead
+  parks nothing for more than the cap), and an optional attempt limit (0 =
+  retry forever, the default: Kafka is the buffer).
 * :class:`EndpointSchedule`: the primary collector URL while it works; after
   it fails, the backup (if configured) at once, and the primary again every
   ``failback_after`` seconds. When both fail they alternate, oldest failure
@@ -87,10 +90,22 @@ class RetryPolicy:
         return self.backoff_ceiling(attempt) * random()
 
     def delay(self, attempt: int, error: TransientDeliveryError, random: Callable[[], float]) -> float:
-        """How long to wait before the next attempt: the server's Retry-After if it sent one."""
-        if error.retry_after is not None:
-            return min(max(error.retry_after, 0.0), self.max_retry_after)
-        return self.backoff(attempt, random)
+        """How long to wait before the next attempt: the backoff, or the server's Retry-After if longer.
+
+        A Retry-After is the collector's wish, and an answer is untrusted
+        input: it may lengthen the wait (up to ``max_retry_after``), never
+        shorten it below the backoff.
+        """
+        backoff = self.backoff(attempt, random)
+        hint = self.retry_after(error)
+        return backoff if hint is None else max(backoff, hint)
+
+    def retry_after(self, error: TransientDeliveryError) -> float | None:
+        """The server's Retry-After in seconds, within [0, ``max_retry_after``]; None without one."""
+        hint = error.retry_after
+        if hint is None or not math.isfinite(hint):
+            return None
+        return min(max(hint, 0.0), self.max_retry_after)
 
     def exhausted(self, attempts: int) -> bool:
         """True when ``attempts`` failed attempts use up the limit."""
@@ -113,11 +128,11 @@ def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:
+                return None
+            return max(0.0, when.timestamp() - now_epoch)
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
             return None
-        if when.tzinfo is None:
-            return None
-        return max(0.0, when.timestamp() - now_epoch)
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
@@ -139,7 +154,7 @@ def classify_response(
     """None for 2xx; otherwise the error that says whether to retry or dead-letter."""
     if 200 <= status < 300:
         return None
-    excerpt = body.strip().replace("\n", " ")[:200]
+    excerpt = _printable(body)[:200]
     if status >= 500 or status in _TRANSIENT_4XX:
         return TransientDeliveryError(
             f"collector answered {status}: {excerpt}",
@@ -191,3 +206,8 @@ class EndpointSchedule:
     def succeeded(self, url: str) -> None:
         """``url`` accepted a request; prefer it again (the primary) or keep using it (the backup)."""
         self._down_until.pop(url, None)
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters (newlines, escapes a terminal would obey) become spaces."""
+    return "".join(ch if ch.isprintable() else " " for ch in text.strip())

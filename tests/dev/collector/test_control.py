@@ -89,14 +89,18 @@ def test_rejected_event_ids_get_400(ves_collector: VesCollector) -> None:
 def test_reset_clears_every_fault(ves_collector: VesCollector) -> None:
     ves_collector.control(status=503, seconds=60, delay=0.5, reject_event_ids=["x"])
     faults = ves_collector.control(reset=True)
-    assert faults == {"status": None, "delay": 0.0, "reject_event_ids": []}
+    assert faults == {
+        "status": None, "delay": 0.0, "reject_event_ids": [], "reject_status": 400,
+        "charset": None, "body_bytes": 0, "echo_auth": False,
+    }
     assert send(ves_collector, fault7(event_id="x")).status_code == 202
 
 
 @pytest.mark.parametrize(
     "command",
     [{"status": 200}, {"status": "503"}, {"seconds": 5}, {"count": 0, "status": 503}, {"delay": -1},
-     {"reject_event_ids": "x"}, {"stauts": 503}, {}],
+     {"reject_event_ids": "x"}, {"stauts": 503}, {}, {"reject_status": 200}, {"charset": 5},
+     {"body_bytes": -1}, {"echo_auth": "yes"}],
 )
 def test_malformed_control_commands_are_refused_and_change_nothing(
     ves_collector: VesCollector, command: dict[str, Any]
@@ -112,3 +116,50 @@ def test_control_is_off_without_the_flag(ves_collector_factory: Any) -> None:
     assert requests.post(f"{collector.url}/_control", json={"status": 503}, timeout=10).status_code in (404, 405)
     assert send(collector).status_code == 202
     assert "faults" not in collector.stats()
+
+
+# -- misbehaviours: the ways a collector (or a proxy in front of it) says no badly -----
+
+
+def test_an_error_answer_declares_the_charset_asked_for(ves_collector: VesCollector) -> None:
+    ves_collector.control(status=500, charset="x-no-such-charset")
+    answer = send(ves_collector)
+    assert answer.status_code == 500
+    assert answer.headers["Content-Type"] == "application/json; charset=x-no-such-charset"
+
+
+def test_an_error_answer_is_padded_to_the_size_asked_for(ves_collector: VesCollector) -> None:
+    ves_collector.control(status=503, body_bytes=3_000_000)
+    answer = send(ves_collector)
+    assert answer.status_code == 503 and len(answer.content) == 3_000_000
+    assert answer.json()["requestError"]["serviceException"]["messageId"] == "SVC1000"
+
+
+def test_retry_after_is_sent_as_given_when_a_string(ves_collector: VesCollector) -> None:
+    ves_collector.control(status=503, retry_after="-5")
+    assert send(ves_collector).headers["Retry-After"] == "-5"
+
+
+def test_echo_auth_puts_the_credentials_in_the_answer(ves_collector_factory: Any) -> None:
+    collector: VesCollector = ves_collector_factory(username="sink", password="pw-echoed")
+    collector_auth = ("sink", "pw-echoed")
+    requests.post(f"{collector.url}/_control", json={"status": 500, "echo_auth": True}, timeout=10)
+    answer = requests.post(collector.event_url(7), json={"event": heartbeat7()}, auth=collector_auth, timeout=10)
+    assert answer.status_code == 500
+    echo = answer.json()["echo"]
+    assert echo["password"] == "pw-echoed" and echo["authorization"].startswith("Basic ")
+
+
+def test_reject_status_answers_a_poisoned_event_with_500(ves_collector: VesCollector) -> None:
+    ves_collector.control(reject_event_ids=["poison-5xx"], reject_status=500)
+    assert send(ves_collector, fault7(event_id="poison-5xx")).status_code == 500
+    assert send(ves_collector, fault7(event_id="healthy-5xx")).status_code == 202
+
+
+def test_stats_count_client_connections(ves_collector: VesCollector) -> None:
+    with requests.Session() as session:
+        for _ in range(3):
+            session.post(ves_collector.event_url(7), json={"event": heartbeat7()}, timeout=10)
+    assert ves_collector.stats()["connections"] == 1
+    send(ves_collector)
+    assert ves_collector.stats()["connections"] == 2

@@ -8,11 +8,24 @@
 ``"seconds": 60``           ... for this long (with ``status``), and/or
 ``"count": 3``              ... for this many requests (with ``status``);
                             neither: until reset
-``"retry_after": 2``        ... with a ``Retry-After`` header (seconds)
+``"retry_after": 2``        ... with a ``Retry-After`` header (seconds; a string is sent
+                            as it is: ``"-5"``, an HTTP date, junk)
 ``{"delay": 2.0}``          sleep this long before answering each event request
                             (non-blocking; ``0`` turns it off)
 ``{"reject_event_ids":      answer 400 to any request holding one of these eventIds
-["id1"]}``                  (replaces the previous list; ``[]`` clears it)
+["id1"]}``                  (replaces the previous list; ``[]`` clears it) ...
+``"reject_status": 500``    ... or this 4xx/5xx status instead (a poisoned event:
+                            ONAP answers 500 when DMaaP refuses a message)
+==========================  ==========================================================
+
+Misbehaviours of every error answer (injected or not) until reset, the ways
+a real collector or a proxy in front of it says no badly:
+
+==========================  ==========================================================
+``{"charset": "x-bogus"}``  declare this charset in the answer's Content-Type
+``{"body_bytes": 10000000}``pad the answer's body to this many bytes
+``{"echo_auth": true}``     echo the request's ``Authorization`` header and the
+                            credentials it carries in the answer's body
 ==========================  ==========================================================
 
 Injected statuses apply after authentication and before the body is read,
@@ -32,7 +45,10 @@ from ves_streams.dev.collector.errors import ControlError
 
 __all__ = ["StatusFault", "FaultInjector", "CollectorStats", "retry_after_header"]
 
-_CONTROL_KEYS = frozenset({"reset", "status", "seconds", "count", "retry_after", "delay", "reject_event_ids"})
+_CONTROL_KEYS = frozenset(
+    {"reset", "status", "seconds", "count", "retry_after", "delay", "reject_event_ids", "reject_status",
+     "charset", "body_bytes", "echo_auth"}
+)
 
 
 def _number(control: Mapping[str, Any], key: str, *, minimum: float, integer: bool = False) -> float | None:
@@ -46,8 +62,10 @@ def _number(control: Mapping[str, Any], key: str, *, minimum: float, integer: bo
     return value
 
 
-def retry_after_header(seconds: float) -> str:
-    """``Retry-After`` value: whole seconds as HTTP says; a fraction is kept (``0.5``) for fast tests."""
+def retry_after_header(seconds: float | str) -> str:
+    """``Retry-After`` value: whole seconds as HTTP says; a fraction is kept (``0.5``) for fast tests; a string as is."""
+    if isinstance(seconds, str):
+        return seconds
     return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
 
 
@@ -56,7 +74,7 @@ class StatusFault:
     """An injected answer: ``status`` until ``until`` (monotonic) and/or for ``remaining`` more requests."""
 
     status: int
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     until: float | None = None
     remaining: int | None = None
 
@@ -82,6 +100,11 @@ class FaultInjector:
     status_fault: StatusFault | None = None
     delay: float = 0.0
     reject_event_ids: frozenset[str] = frozenset()
+    reject_status: int = 400
+    #: misbehaviours of every error answer (see the module docstring)
+    charset: str | None = None
+    body_bytes: int = 0
+    echo_auth: bool = False
 
     def apply(self, control: Any) -> dict[str, Any]:
         """Apply one ``/_control`` command; all-or-nothing: a bad command changes nothing and raises ControlError."""
@@ -98,7 +121,22 @@ class FaultInjector:
             raise ControlError(f"'status' must be an HTTP error status 400..599, got {status!r}")
         seconds = _number(control, "seconds", minimum=0)
         count = _number(control, "count", minimum=1, integer=True)
-        retry_after = _number(control, "retry_after", minimum=0)
+        raw_retry_after = control.get("retry_after")
+        retry_after: float | str | None = (
+            raw_retry_after if isinstance(raw_retry_after, str) else _number(control, "retry_after", minimum=0)
+        )
+        reject_status = control.get("reject_status")
+        if reject_status is not None and (
+            isinstance(reject_status, bool) or not isinstance(reject_status, int) or not 400 <= reject_status <= 599
+        ):
+            raise ControlError(f"'reject_status' must be an HTTP error status 400..599, got {reject_status!r}")
+        charset = control.get("charset")
+        if charset is not None and (not isinstance(charset, str) or not charset.isascii() or not charset.isprintable()):
+            raise ControlError(f"'charset' must be a printable ASCII string, got {charset!r}")
+        body_bytes = _number(control, "body_bytes", minimum=0, integer=True)
+        echo_auth = control.get("echo_auth")
+        if echo_auth is not None and not isinstance(echo_auth, bool):
+            raise ControlError(f"'echo_auth' must be true or false, got {echo_auth!r}")
         if status is None and (seconds is not None or count is not None or retry_after is not None):
             raise ControlError("'seconds', 'count' and 'retry_after' qualify a 'status'; add one")
         delay = _number(control, "delay", minimum=0)
@@ -107,7 +145,16 @@ class FaultInjector:
             raise ControlError(f"'reject_event_ids' must be a list of strings, got {ids!r}")
 
         if reset:
-            self.status_fault, self.delay, self.reject_event_ids = None, 0.0, frozenset()
+            self.status_fault, self.delay, self.reject_event_ids, self.reject_status = None, 0.0, frozenset(), 400
+            self.charset, self.body_bytes, self.echo_auth = None, 0, False
+        if reject_status is not None:
+            self.reject_status = reject_status
+        if charset is not None:
+            self.charset = charset or None
+        if body_bytes is not None:
+            self.body_bytes = int(body_bytes)
+        if echo_auth is not None:
+            self.echo_auth = echo_auth
         if status is not None:
             self.status_fault = StatusFault(
                 status=status,
@@ -143,6 +190,10 @@ class FaultInjector:
             "status": None if fault is None else fault.describe(now),
             "delay": self.delay,
             "reject_event_ids": sorted(self.reject_event_ids),
+            "reject_status": self.reject_status,
+            "charset": self.charset,
+            "body_bytes": self.body_bytes,
+            "echo_auth": self.echo_auth,
         }
 
 
@@ -154,6 +205,8 @@ class CollectorStats:
     events_accepted: int = 0
     events_refused: int = 0
     accepted_by_domain: Counter[str] = field(default_factory=Counter)
+    #: the client connections event requests came on (peer address and port): shows keep-alive
+    connections: set[str] = field(default_factory=set)
 
     def answered(self, status: int) -> None:
         self.requests_by_status[status] += 1
@@ -170,4 +223,5 @@ class CollectorStats:
             "events_accepted": self.events_accepted,
             "events_refused": self.events_refused,
             "accepted_by_domain": dict(sorted(self.accepted_by_domain.items())),
+            "connections": len(self.connections),
         }

@@ -114,9 +114,34 @@ def _check_content_type(request: web.Request) -> None:
         )
 
 
+def _refusal_response(request: web.Request, refusal: RequestRefused, faults: FaultInjector) -> web.Response:
+    """The error answer, misbehaving as ``/_control`` asked (charset, padding, echoed credentials)."""
+    answer: dict[str, Any] = dict(refusal.body)
+    if faults.echo_auth:
+        header = request.headers.get("Authorization", "")
+        try:
+            given = BasicAuth.decode(header, encoding="utf-8") if header else None
+        except ValueError:
+            given = None
+        answer["echo"] = {
+            "authorization": header,
+            "credentials": f"{given.login}:{given.password}" if given is not None else "",
+            "password": given.password if given is not None else "",
+        }
+    text = _dumps(answer).encode("utf-8")
+    if faults.body_bytes > len(text):
+        text += b" " * (faults.body_bytes - len(text))  # trailing whitespace: still the same JSON
+    headers = dict(refusal.headers)
+    headers["Content-Type"] = f"application/json; charset={faults.charset or 'utf-8'}"
+    return web.Response(body=text, status=refusal.status, headers=headers)
+
+
 async def _event_request(request: web.Request) -> web.Response:
     state = request.app[COLLECTOR]
     number = state.recorder.next_request()
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    if peer:
+        state.stats.connections.add(f"{peer[0]}:{peer[1]}")
     body: Any = None
     raw: bytes | None = None
     ids: list[str] = []
@@ -134,7 +159,12 @@ async def _event_request(request: web.Request) -> web.Response:
         refused_ids = state.faults.rejected_ids(ids)
         if refused_ids:
             reason = f"eventId {', '.join(refused_ids)} refused by /_control"
-            raise RequestRefused(400, service_exception("SVC0002", "Bad Parameter: %1", [reason]), reason)
+            status = state.faults.reject_status
+            if status >= 500:
+                answer = service_exception("SVC1000", "The following service error occurred: %1", [reason])
+            else:
+                answer = service_exception("SVC0002", "Bad Parameter: %1", [reason])
+            raise RequestRefused(status, answer, reason)
     except RequestRefused as refusal:
         state.stats.answered(refusal.status)
         state.stats.events_refused += len(ids)
@@ -142,7 +172,7 @@ async def _event_request(request: web.Request) -> web.Response:
         state.recorder.refused(
             number, request.path, refusal.status, refusal.reason, body=body, raw=unparsed, event_ids=ids
         )
-        return web.json_response(refusal.body, status=refusal.status, headers=refusal.headers, dumps=_dumps)
+        return _refusal_response(request, refusal, state.faults)
     state.recorder.accepted(number, request.path, events)
     state.stats.accepted(events)
     state.stats.answered(202)
