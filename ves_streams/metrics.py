@@ -171,6 +171,11 @@ class Metrics:
             " sent with an id derived from the clear",
             registry=r,
         )
+        # read when scraped (the fault stage's tables, see agents/__init__.py)
+        self.active_alarms = Gauge(
+            "ves_streams_active_alarms", "Alarms raised and not cleared in this worker's notifications partitions",
+            registry=r,
+        )
         # Every series of a fixed vocabulary exists from the start, at 0: an alert on
         # increase() sees the first dead letter or retry, not a series appearing with it.
         for stage in ("measurements", "heartbeat", "fault"):

@@ -145,6 +145,9 @@ def test_an_alarms_raises_and_clear_share_its_eventid_and_the_next_raise_is_a_ne
             assert open_ids[host]["eventId"] == newest["eventId"] and open_ids[host]["sequence"] == 0
             assert open_ids[host]["severity"] == "NOTIF_FAILURE"
 
+        metrics = worker.get("/metrics").text
+        assert "ves_streams_active_alarms 2.0" in metrics and "ves_streams_unmatched_clears_total 0.0" in metrics
+
         # resend: the latest event of each open alarm again, same eventId, next sequence
         subprocess.run([sys.executable, "-m", "ves_streams.cli", "alarms", "resend", "--broker", kafka.bootstrap_servers,
                         "--topic", names.notifications], check=True, timeout=60, env=worker.env)  # fmt: skip

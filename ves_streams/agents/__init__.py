@@ -132,6 +132,7 @@ def register_processing(
     ))  # fmt: skip
 
     if isinstance(faults_loop.handler, faults.FaultsHandler) and faults_loop.handler.alarms is not None:
+        metrics.active_alarms.set_function(lambda handler=faults_loop.handler: len(handler.active_alarms()))
         register_alarm_views(app, faults_loop.handler.active_alarms, lambda: set(faust_compat.partition_owners(
             app, table.changelog_topic.get_topic_name()).values()), lambda: faust_compat.own_url(app))  # fmt: skip
 
