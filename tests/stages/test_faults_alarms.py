@@ -232,3 +232,19 @@ def test_without_the_lifecycle_a_resend_instruction_is_skipped_not_dead_lettered
     assert len(output.events) == 1 and output.dead_letters == [] and output.records == []
     assert headers_of(output)[0]["sequence"] == 0
     assert output.handled == {TopicPartition(TOPIC, 0): 2}
+
+
+def test_barometers_files_render_as_before_unless_the_lifecycle_is_on_then_their_system_id_is_the_alarms() -> None:
+    from pathlib import Path
+
+    ves5 = load_topology(Path(__file__).resolve().parents[2] / "topologies" / "ves5" / "hypervisor.yaml")
+    renderer = TopologyRenderer(ves5, hostname="w", interval=10.0, ves_version="5.4.1")
+    raises = [SimpleNamespace(topic=TOPIC, partition=P, offset=i, key=None, value=flat("FAILURE", t), headers=[])
+              for i, t in enumerate((1.0, 11.0))]  # fmt: skip
+    off = FaultsHandler(SimpleNamespace(renderer=renderer, metrics=Metrics(CollectorRegistry())))
+    ids_off = [h["eventId"] for h in headers_of(asyncio.run(off.handle(raises)))]
+    stage = Stage(Broker())
+    stage.handler.context = SimpleNamespace(renderer=renderer, metrics=stage.metrics)
+    ids_on = [h["eventId"] for h in headers_of(stage.batch([r.value for r in raises]))]
+    assert len(ids_off) == 2 and ids_off[0] != ids_off[1]  # Barometer's way: every notification its own event
+    assert len(ids_on) == 2 and ids_on[0] == ids_on[1]
