@@ -77,14 +77,14 @@ def test_retry_after_header_in_seconds_or_http_date() -> None:
         assert parse_retry_after(junk, NOW) is None
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 429])
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 413, 429])
 def test_5xx_408_429_are_transient(status: int) -> None:
     error = _classify(status, retry_after="7")
     assert isinstance(error, TransientDeliveryError) and error.retriable
     assert error.status == status and error.retry_after == 7.0
 
 
-@pytest.mark.parametrize("status", [400, 409, 410, 413, 415, 422])
+@pytest.mark.parametrize("status", [400, 409, 410, 415, 422])
 def test_other_4xx_are_permanent_with_status_and_body(status: int) -> None:
     error = _classify(status, body='{"requestError": "bad"}')
     assert isinstance(error, PermanentDeliveryError) and not error.retriable

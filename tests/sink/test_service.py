@@ -551,3 +551,31 @@ def test_readiness_names_the_failing_collector_after_the_configured_time_and_rec
             assert sink_readiness(service, unready_after=2.0) is None
 
     asyncio.run(main())
+
+
+def test_an_event_answered_500_while_others_are_accepted_is_dead_lettered_and_its_hosts_go_on(
+    kafka: Any, ves_collector: VesCollector
+) -> None:
+    topic, dlq = _topics(kafka, "poisoned", partitions=1)
+    sent = [event("fault", f"host-{i % 4}", i) for i in range(40)]
+    bad = event_id("fault", "host-2", 6)
+    ves_collector.control(reject_event_ids=[bad], reject_status=500)
+    config = _config(kafka, topic, CollectorConfig(url=ves_collector.url))
+
+    async def main() -> None:
+        await _produce(kafka.bootstrap_servers, topic, sent)
+        async with SinkService(config) as sink:
+            accepted = await _wait_for(ves_collector, len(sent) - 1)
+            letters = await _read_dlq(kafka.bootstrap_servers, dlq, 1)
+            await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
+            assert not sink.crashed
+        good = [e for e in sent if e["commonEventHeader"]["eventId"] != bad]
+        _assert_once_and_in_host_domain_order(accepted, good)
+        [letter] = letters
+        headers = {k: v.decode() for k, v in letter.headers}
+        assert orjson.loads(letter.value)["event"]["commonEventHeader"]["eventId"] == bad
+        assert headers["ves-streams-status"] == "500"
+        assert "while it accepted other requests" in headers["ves-streams-reason"]
+        assert "SVC1000" in headers["ves-streams-body"]
+
+    asyncio.run(main())

@@ -14,6 +14,21 @@ says the batch is no longer wanted: a consumer rebalance). What it guarantees:
   ``eventList`` for one bad event, so when a batch of more than one event is
   refused (any permanent 4xx) its events are re-sent one by one as single
   events, in order; only those refused alone are dead-lettered.
+* **No batch blocks its hosts forever.** An answer that may be about the
+  request's content (413, or a 5xx other than 502/503/504: ONAP answers 500
+  when DMaaP refuses a message) is retried like any failure, but once the
+  collector is seen taking other requests (the latest outcome of another
+  request, heard since this one began, is an accept), or the batch was
+  answered so :data:`SPLIT_AFTER` times, a batch of several events is split
+  into single events, sent host by host (each host's events in order,
+  :data:`SPLIT_PARALLEL` hosts at a time) so the other hosts' events go
+  past a poisoned one. A single event so answered :data:`POISON_AFTER`
+  times while the collector is seen taking other requests (its siblings
+  count, from the batch's first attempt) is refused as ``poisoned`` with
+  the answer as its reason. While a request is so answered the handler
+  lets one more request go, as a probe. When every request fails (an
+  outage), the latest other outcome is a failure and no attempt counts:
+  nothing is dead-lettered, everything waits.
 * **Waiting never blocks the loop.** Waits go through the injected ``wait``
   coroutine (the service keeps its consumer group membership alive there);
   cancelling ``deliver`` cancels the wait.
@@ -37,14 +52,26 @@ from ves_streams.sink.concurrency import AdaptiveConcurrency, ConcurrencyLimits
 from ves_streams.sink.config import CollectorConfig
 from ves_streams.sink.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from ves_streams.sink.records import SinkRecord
-from ves_streams.sink.retry import EndpointSchedule, RetryPolicy, classify_response, is_endpoint_error
+from ves_streams.sink.retry import (
+    EndpointSchedule,
+    RetryPolicy,
+    classify_response,
+    is_content_refusal,
+    is_endpoint_error,
+)
 
-__all__ = ["BatchDelivery", "DeliveryReport", "Refusal"]
+__all__ = ["POISON_AFTER", "SPLIT_AFTER", "SPLIT_PARALLEL", "BatchDelivery", "DeliveryReport", "Refusal"]
 
 logger = logging.getLogger(__name__)
 
 #: While one request keeps failing, log a retry line at most this often (seconds).
 _RETRY_LOG_EVERY = 10.0
+#: A batch answered with a content refusal this many times is split into single events, accepted others or not.
+SPLIT_AFTER = 3
+#: A single event answered with a content refusal this many times while the collector accepted others is refused.
+POISON_AFTER = 5
+#: Hosts of a split batch whose single events are sent at once.
+SPLIT_PARALLEL = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +79,7 @@ class Refusal:
     """A record that will not be delivered: why, and the collector's answer if there was one."""
 
     record: SinkRecord
-    #: ``refused`` (a 4xx for this event) or ``exhausted`` (max attempts used up).
+    #: ``refused`` (a 4xx for this event), ``poisoned`` (see the module docstring) or ``exhausted`` (max attempts).
     kind: str
     message: str
     status: int | None
@@ -77,6 +104,24 @@ class _Accepted:
 class _Exhausted:
     error: TransientDeliveryError
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """A batch the collector singled out: to be sent again as single events."""
+
+    error: TransientDeliveryError
+
+
+@dataclass(frozen=True, slots=True)
+class _Poisoned:
+    """A single event the collector keeps refusing while it accepts others."""
+
+    error: TransientDeliveryError
+    attempts: int
+
+
+_Outcome = _Accepted | PermanentDeliveryError | _Exhausted | _Split | _Poisoned
 
 
 class BatchDelivery:
@@ -110,6 +155,23 @@ class BatchDelivery:
         self._random = random
         #: when the collector began failing every request (monotonic), None while it answers
         self._failing_since: float | None = None
+        #: the latest outcomes of the two requests heard from last (token, accepted, when): is the collector
+        #: taking *other* requests while it refuses this one?
+        self._recent: list[tuple[object, bool, float]] = []
+        #: requests answered with a content refusal and not finished; each opens a probe permit (:meth:`suspected`)
+        self._suspects: set[object] = set()
+        #: called when the first request becomes suspect, so the handler can start a probe request
+        self.on_suspect: Callable[[], None] | None = None
+
+    def suspected(self) -> bool:
+        """True while a request is answered with a content refusal: one more request may go, as a probe.
+
+        Whether the collector refuses this request's content or everything
+        can only be told by another request; the handler lets one more
+        request start beyond its limit while this holds (bounded: one, not
+        one per suspect, so an outage answering 500 adds one request).
+        """
+        return bool(self._suspects)
 
     def failing_for(self) -> float:
         """Seconds every request has failed (no answer, or a transient error); 0 while the collector answers.
@@ -123,6 +185,7 @@ class BatchDelivery:
 
     async def deliver(self, batch: Batch, *, wanted: Callable[[], bool] = lambda: True) -> DeliveryReport | None:
         """Deliver ``batch``; None if ``wanted()`` turned False before it was done (nothing is reported then)."""
+        started = self._clock()
         outcome = await self._send(batch, wanted)
         if outcome is None:
             return None
@@ -131,6 +194,17 @@ class BatchDelivery:
             return DeliveryReport(batch.records, ())
         if isinstance(outcome, _Exhausted):
             return DeliveryReport((), tuple(self._refusal(r, "exhausted", outcome.error) for r in batch.records))
+        if isinstance(outcome, _Split):
+            logger.warning(
+                "collector keeps answering %s to a batch of %d %s events; sending them one by one, host by "
+                "host, so that one event it cannot take blocks no other host",
+                outcome.error.status,
+                len(batch),
+                batch.domain,
+            )
+            return await self._deliver_by_host(batch, wanted, started)
+        if isinstance(outcome, _Poisoned):
+            return DeliveryReport((), (self._poisoned(batch.records[0], outcome),))
         if len(batch) == 1:
             return DeliveryReport((), (self._refusal(batch.records[0], "refused", outcome),))
         logger.warning(
@@ -146,27 +220,80 @@ class BatchDelivery:
             result = await self._send(single, wanted)
             if result is None:
                 return None
-            if isinstance(result, _Accepted):
-                self._accepted(single)
-                delivered.append(single.records[0])
-            elif isinstance(result, _Exhausted):
-                refused.append(self._refusal(single.records[0], "exhausted", result.error))
-            else:
-                refused.append(self._refusal(single.records[0], "refused", result))
+            self._settle_single(single, result, delivered, refused)
         return DeliveryReport(tuple(delivered), tuple(refused))
+
+    async def _deliver_by_host(self, batch: Batch, wanted: Callable[[], bool], started: float) -> DeliveryReport | None:
+        """Each host's events as single requests, in order; :data:`SPLIT_PARALLEL` hosts at a time.
+
+        A single's evidence that the collector takes other requests counts
+        from the batch's first attempt (``started``): its siblings accepted
+        while it is refused are that evidence.
+        """
+        chains: dict[bytes | None, list[Batch]] = {}
+        for single in batch.one_by_one():
+            chains.setdefault(single.records[0].key, []).append(single)
+        gate = asyncio.Semaphore(SPLIT_PARALLEL)
+        delivered: list[SinkRecord] = []
+        refused: list[Refusal] = []
+
+        async def chain(singles: list[Batch]) -> bool:
+            async with gate:
+                for single in singles:
+                    result = await self._send(single, wanted, since=started)
+                    if result is None:
+                        return False
+                    self._settle_single(single, result, delivered, refused)
+            return True
+
+        finished = await asyncio.gather(*(chain(singles) for singles in chains.values()))
+        if not all(finished):
+            return None
+        order = {id(record): index for index, record in enumerate(batch.records)}
+        delivered.sort(key=lambda record: order[id(record)])
+        refused.sort(key=lambda refusal: order[id(refusal.record)])
+        return DeliveryReport(tuple(delivered), tuple(refused))
+
+    def _settle_single(
+        self, single: Batch, result: _Outcome, delivered: list[SinkRecord], refused: list[Refusal]
+    ) -> None:
+        record = single.records[0]
+        if isinstance(result, _Accepted):
+            self._accepted(single)
+            delivered.append(record)
+        elif isinstance(result, _Exhausted):
+            refused.append(self._refusal(record, "exhausted", result.error))
+        elif isinstance(result, _Poisoned):
+            refused.append(self._poisoned(record, result))
+        elif isinstance(result, PermanentDeliveryError):
+            refused.append(self._refusal(record, "refused", result))
+        else:  # a single event is never split
+            raise AssertionError(f"unexpected outcome for a single event: {result!r}")
 
     # -- one request, retried ---------------------------------------------
 
-    async def _send(
-        self, batch: Batch, wanted: Callable[[], bool]
-    ) -> _Accepted | PermanentDeliveryError | _Exhausted | None:
+    async def _send(self, batch: Batch, wanted: Callable[[], bool], *, since: float | None = None) -> _Outcome | None:
+        """Send ``batch`` as one request, retried; ``since``: when others' accepts begin to count as evidence."""
         body = batch.body()
         kind = "single" if batch.single else "batch"
         metrics.BATCH_EVENTS.observe(len(batch))
         metrics.BATCH_BYTES.observe(len(body))
+        token = object()
+        started = self._clock() if since is None else since
+        try:
+            return await self._attempts(batch, wanted, body, kind, token, started)
+        finally:
+            if token in self._suspects:
+                self._suspects.discard(token)
+
+    async def _attempts(
+        self, batch: Batch, wanted: Callable[[], bool], body: bytes, kind: str, token: object, started: float
+    ) -> _Outcome | None:
+        """Attempt ``body`` until accepted, refused, split, poisoned, exhausted or unwanted (None)."""
         attempts = 0
         first_failure: float | None = None
         last_log = -float("inf")
+        content_refusals = singled_out = 0
         while True:
             if not wanted():
                 return None
@@ -194,6 +321,7 @@ class BatchDelivery:
                 self.concurrency.attempted(
                     None if transient else answer.elapsed, back_pressure=transient, now=self._clock()
                 )
+            self._heard(token, error is None)
             if error is None:
                 self._failing_since = None
                 self.schedule.succeeded(base)
@@ -215,6 +343,19 @@ class BatchDelivery:
                 metrics.BATCHES.labels(kind=kind, outcome="refused").inc()
                 return error
             attempts += 1
+            if is_content_refusal(error.status):
+                content_refusals += 1
+                singled_out += 1 if self._others_accepted(token, started) else 0
+                if token not in self._suspects:
+                    self._suspects.add(token)
+                    if len(self._suspects) == 1 and self.on_suspect is not None:
+                        self.on_suspect()
+                if not batch.single and (singled_out or content_refusals >= SPLIT_AFTER):
+                    metrics.BATCHES.labels(kind=kind, outcome="split").inc()
+                    return _Split(error)
+                if batch.single and singled_out >= POISON_AFTER:
+                    metrics.BATCHES.labels(kind=kind, outcome="refused").inc()
+                    return _Poisoned(error, attempts)
             now = self._clock()
             first_failure = now if first_failure is None else first_failure
             if self._failing_since is None:
@@ -251,6 +392,23 @@ class BatchDelivery:
 
     # -- bookkeeping ------------------------------------------------------
 
+    def _heard(self, token: object, accepted: bool) -> None:
+        """Note the outcome of an attempt of request ``token`` (kept: the latest of two requests)."""
+        recent = [entry for entry in self._recent if entry[0] is not token]
+        self._recent = [(token, accepted, self._clock()), *recent[:1]]
+
+    def _others_accepted(self, token: object, since: float) -> bool:
+        """True when the latest outcome of another request was an accept, heard after ``since``.
+
+        After ``since`` (the request's first attempt): an accept from before
+        it says nothing about how the collector answers now. The latest, not
+        any: while other requests fail too, this is an outage.
+        """
+        for other, accepted, when in self._recent:
+            if other is not token:
+                return accepted and when >= since
+        return False
+
     def _accepted(self, batch: Batch) -> None:
         now = self._wallclock()
         for record in batch.records:
@@ -260,8 +418,17 @@ class BatchDelivery:
 
     @staticmethod
     def _refusal(record: SinkRecord, kind: str, error: DeliveryError) -> Refusal:
-        body = error.body if isinstance(error, PermanentDeliveryError) else None
+        body = error.body if isinstance(error, (PermanentDeliveryError, TransientDeliveryError)) else None
         return Refusal(record, kind, str(error), error.status, body, error.url)
+
+    @staticmethod
+    def _poisoned(record: SinkRecord, outcome: _Poisoned) -> Refusal:
+        error = outcome.error
+        message = (
+            f"collector answered {error.status} to this event {outcome.attempts} times while it accepted "
+            f"other requests; dead-lettered so the events behind it are not blocked: {error}"
+        )
+        return Refusal(record, "poisoned", message, error.status, error.body, error.url)
 
     def _set_endpoint(self, endpoint: str) -> None:
         metrics.ENDPOINT_ACTIVE.labels(endpoint=endpoint).set(1)

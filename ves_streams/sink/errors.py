@@ -86,9 +86,12 @@ class TransientDeliveryError(DeliveryError):
         url: str | None = None,
         status: int | None = None,
         retry_after: float | None = None,
+        body: str | None = None,
     ) -> None:
         super().__init__(message, url=url, status=status)
         self.retry_after = retry_after
+        #: the collector's answer (scrubbed, truncated) when there was one: the reason if it is dead-lettered
+        self.body = None if body is None else truncate(scrub(body))
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -291,9 +291,15 @@ class DeliveryHandler(StageHandler):
 
         A collector held at one request at a time (slow, or failing) gets
         one at a time, faults first; one that takes several never makes a
-        fault wait for a measurement request to finish.
+        fault wait for a measurement request to finish. One more, a probe,
+        while a request is answered with a content refusal
+        (:meth:`~ves_streams.sink.delivery.BatchDelivery.suspected`): only
+        another request can tell a poisoned event from a collector that
+        refuses everything.
         """
-        return 1 if priority and self._delivery().concurrency.limit > 1 else 0
+        delivery = self._delivery()
+        probe = 1 if delivery.suspected() else 0
+        return probe + (1 if priority and delivery.concurrency.limit > 1 else 0)
 
     def _may_seal(self, domain: str) -> bool:
         """A lingering batch of ``domain`` is sealed only when a request could start for it now."""
@@ -307,6 +313,7 @@ class DeliveryHandler(StageHandler):
 
     def _start(self, request: _Request) -> None:
         delivery = self._delivery()
+        delivery.on_suspect = self._probe
         self._keys_in_flight.setdefault(request.batch.domain, Counter()).update(request.keys)
         task = asyncio.ensure_future(self._deliver(delivery, request, self._epoch))
         self._running.add(task)
@@ -337,6 +344,14 @@ class DeliveryHandler(StageHandler):
             self._tracker.finished(TopicPartition(record.topic, record.partition), record.offset)
         self._reports.append(report)
         self._seal_due()  # a batch that kept filling while no request was free goes now
+        self._start_ready()
+        self._signal()
+
+    def _probe(self) -> None:
+        """A request is answered with a content refusal: start one more, to learn whether others are taken."""
+        if self._closing:
+            return
+        self._seal_due()
         self._start_ready()
         self._signal()
 

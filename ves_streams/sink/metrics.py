@@ -37,7 +37,7 @@ DELIVERED = Counter(
 )
 BATCHES = Counter(
     "ves_streams_sink_requests",
-    "Requests sent to the collector, by kind (batch or single) and outcome (accepted, retried, refused)",
+    "Requests sent to the collector, by kind (batch or single) and outcome (accepted, retried, refused, split)",
     ["kind", "outcome"],
 )
 BATCH_EVENTS = Histogram(
@@ -73,7 +73,7 @@ RETRIES = Counter(
 )
 DEAD_LETTERED = Counter(
     "ves_streams_sink_dead_lettered",
-    "Records sent to the dead-letter topic, by reason (malformed, oversize, refused, exhausted)",
+    "Records sent to the dead-letter topic, by reason (malformed, oversize, refused, poisoned, exhausted)",
     ["reason"],
 )
 ENDPOINT_ACTIVE = Gauge(
@@ -101,10 +101,10 @@ def _zero_fixed_vocabularies() -> None:
     """Create every series of a fixed label vocabulary at 0, so that alerts see its first increase."""
     for reason in ("unavailable", "throttled", "endpoint", "network"):
         RETRIES.labels(reason=reason)
-    for reason in ("malformed", "oversize", "refused", "exhausted"):
+    for reason in ("malformed", "oversize", "refused", "poisoned", "exhausted"):
         DEAD_LETTERED.labels(reason=reason)
     for kind in ("batch", "single"):
-        for outcome in ("accepted", "retried", "refused"):
+        for outcome in ("accepted", "retried", "refused", "split"):
             BATCHES.labels(kind=kind, outcome=outcome)
     for outcome in ("ok", "failed"):
         COMMITS.labels(outcome=outcome)

@@ -4,7 +4,7 @@ Three pure pieces, each taking time and randomness as arguments so tests pin
 them exactly:
 
 * :func:`classify_response`: an HTTP status becomes success (None), a
-  :class:`TransientDeliveryError` (retry: 5xx, 408, 429, and the *endpoint*
+  :class:`TransientDeliveryError` (retry: 5xx, 408, 413, 429, and the *endpoint*
   errors 3xx/401/403/404/405/407, see below) or a
   :class:`PermanentDeliveryError` (dead-letter: every other 4xx).
 * :class:`RetryPolicy`: exponential backoff with full jitter
@@ -45,6 +45,7 @@ __all__ = [
     "EndpointSchedule",
     "RetryPolicy",
     "classify_response",
+    "is_content_refusal",
     "is_endpoint_error",
     "parse_retry_after",
 ]
@@ -138,6 +139,22 @@ def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
     return max(0.0, seconds)
 
 
+def is_content_refusal(status: int | None) -> bool:
+    """True for answers that may be about *this* request's content rather than the collector's state.
+
+    413 (too large) and the 5xx that are not "not now": ONAP's collector
+    answers 500 when DMaaP refuses a message (one too large among them),
+    while 502/503/504 say a gateway or the collector itself is unavailable.
+    Such an answer is retried like any 5xx; it singles a request out only
+    while the collector accepts other requests (:mod:`ves_streams.sink.delivery`).
+    """
+    return status is not None and (status == 413 or (status >= 500 and status not in _NOT_NOW_5XX))
+
+
+#: 5xx statuses that say the collector (or a gateway) cannot take anything now, whatever the content.
+_NOT_NOW_5XX = frozenset({502, 503, 504})
+
+
 def is_endpoint_error(status: int | None) -> bool:
     """True for statuses that mean the sink's URL or credentials are wrong."""
     return status is not None and (300 <= status < 400 or status in ENDPOINT_ERROR_STATUSES)
@@ -155,12 +172,13 @@ def classify_response(
     if 200 <= status < 300:
         return None
     excerpt = _printable(body)[:200]
-    if status >= 500 or status in _TRANSIENT_4XX:
+    if status >= 500 or status in _TRANSIENT_4XX or status == 413:
         return TransientDeliveryError(
             f"collector answered {status}: {excerpt}",
             url=url,
             status=status,
             retry_after=parse_retry_after(retry_after, now_epoch),
+            body=body,
         )
     if is_endpoint_error(status) or status < 200:
         return TransientDeliveryError(
