@@ -6,14 +6,19 @@ never from whatever arrived last (Kafka Streams' windowed store, emitted when
 the window's tick closes it). Layout, chosen so that the changelog stays small
 and recovery is cheap:
 
-* the Faust table (RocksDB, changelog-backed) is keyed by **series** --
-  ``[host, plugin, plugin_instance, type, type_instance]`` as a JSON array --
-  and holds that series' **held value lists** as a JSON array, oldest first:
-  at most one per window (the newest collectd sent for it) for every window
-  not yet rendered, plus the newest one of a rendered window while no later
-  window has a sample of its own (Barometer's cache: a window the series did
-  not report in renders its last value while it is fresh). A changelog
-  record is one series, never a whole host.
+* the Faust table (RocksDB, changelog-backed) is keyed by **host**
+  (:func:`host_key`, ``[host]`` as a JSON array) and holds the host's
+  series, each as its **held value lists**, oldest first: at most one per
+  window (the newest collectd sent for it) for every window not yet
+  rendered, plus the newest one of a rendered window while no later window
+  has a sample of its own (Barometer's cache: a window the series did not
+  report in renders its last value while it is fresh). A host's record is
+  written once per changelog flush that saw it change
+  (:meth:`SampleStore.take_changes`), not once per value list: ~70 series
+  per host and interval made ~70 records (and RocksDB writes) where one
+  does. A table of an earlier release (one record per series) is read as
+  well, and its series records get tombstones once their hosts are
+  written the new way.
 * the table is co-partitioned with the samples repartition topic, which is
   keyed (and explicitly partitioned, :func:`host_partition`) by host, so all
   series of a host live in one partition.
@@ -69,8 +74,11 @@ __all__ = [
     "decode_trusted_value_lists",
     "decode_held",
     "decode_value_list",
+    "decode_host",
     "encode_held",
+    "encode_host",
     "encode_value_list",
+    "host_key",
     "host_partition",
     "is_expired",
     "local_state_of",
@@ -103,6 +111,11 @@ def _compact_dumps(obj: object) -> bytes:
     return bytes(memoryview(orjson.dumps(obj)))
 
 
+def host_key(host: str) -> bytes:
+    """Table key of a host's record: ``[host]``."""
+    return _compact_dumps([host])
+
+
 def series_key(vl: ValueList) -> bytes:
     """Table key of a value list's series: ``[host, plugin, plugin_instance, type, type_instance]``."""
     return _compact_dumps([vl.host, vl.plugin, vl.plugin_instance, vl.type, vl.type_instance])
@@ -126,6 +139,7 @@ def _marker_partition(key: bytes) -> int | None:
 _TABLE_ENCODER = msgspec.json.Encoder()
 _TABLE_DECODER = msgspec.json.Decoder(ValueList)
 _HELD_DECODER = msgspec.json.Decoder(tuple[ValueList, ...])
+_HOST_DECODER = msgspec.json.Decoder(list[tuple[ValueList, ...]])
 
 #: A series' held value lists, oldest first, at most one per window.
 Held = tuple[ValueList, ...]
@@ -165,6 +179,27 @@ def decode_held(raw: bytes) -> Held:
         if not isinstance(data, list):
             raise ValueError("a held series is a JSON array") from None
         return tuple(value_list_from_json(item) for item in data)
+
+
+def encode_host(series: Iterable[Held]) -> bytes:
+    """A host's table value: each of its series' held value lists, ``[[vl, ...], ...]``."""
+    return _TABLE_ENCODER.encode(list(series))
+
+
+def decode_host(raw: bytes) -> list[Held]:
+    """Inverse of :func:`encode_host` (trusted input: our own table)."""
+    try:
+        return _HOST_DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        data = orjson.loads(raw)
+        if not isinstance(data, list) or not all(isinstance(held, list) for held in data):
+            raise ValueError("a host record is a JSON array of arrays") from None
+        return [tuple(value_list_from_json(item) for item in held) for held in data]
+
+
+def is_host_record(raw: bytes) -> bool:
+    """A host record (``[[...``) rather than a series record of an earlier release (``[{...`` or ``{...``)."""
+    return raw[:2] == b"[[" or raw == b"[]"
 
 
 def is_expired(vl: ValueList, now: float) -> bool:
@@ -218,6 +253,8 @@ class RebuildReport:
     hosts: int = 0
     series: int = 0
     unreadable: int = 0
+    #: partition -> series records of an earlier release's table (one per series), to be tombstoned
+    legacy: dict[int, list[bytes]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -295,22 +332,27 @@ class HostIndex:
                     except (orjson.JSONDecodeError, TypeError, ValueError):
                         report.unreadable += 1
                 continue
+            legacy = not is_host_record(raw)
             try:
-                held = decode_held(raw)
+                series = [decode_held(raw)] if legacy else decode_host(raw)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 report.unreadable += 1
                 continue
-            if not held:
-                continue
-            host = held[0].host
-            part = self._partitions.get(partition_of(host))
-            if part is None:
-                continue
-            part.hosts.setdefault(host, {})[key] = tuple(self.share(vl) for vl in held)
-            # The table keeps only what is left to render, so its times say nothing
-            # about when the host appeared: a recovered host is an old one.
-            part.first_seen[host] = -math.inf
-            report.series += 1
+            for held in series:
+                if not held:
+                    continue
+                host = held[0].host
+                partition = partition_of(host)
+                part = self._partitions.get(partition)
+                if part is None:
+                    break
+                part.hosts.setdefault(host, {})[series_key(held[0])] = tuple(self.share(vl) for vl in held)
+                # The table keeps only what is left to render, so its times say nothing
+                # about when the host appeared: a recovered host is an old one.
+                part.first_seen[host] = -math.inf
+                report.series += 1
+                if legacy:
+                    report.legacy.setdefault(partition, []).append(key)
         report.hosts = sum(len(p.hosts) for p in self._partitions.values())
         self.built = True
         return report
@@ -345,6 +387,13 @@ class HostIndex:
         seen = part.first_seen.get(host)
         if seen is None or oldest < seen:
             part.first_seen[host] = oldest
+
+    def host_series(self, partition: int, host: str) -> dict[bytes, Held]:
+        """The host's series (key -> held value lists); empty when the host is not held."""
+        part = self._partitions.get(partition)
+        if part is None:
+            return {}
+        return part.hosts.get(host, {})
 
     def remove(self, partition: int, host: str, key: bytes) -> None:
         part = self._partitions.get(partition)
@@ -478,8 +527,8 @@ def local_state_of(store: Any) -> LocalState:
 class Applied:
     """What :meth:`SampleStore.apply` did with a batch of value lists."""
 
-    #: ``(key, value)`` pairs written to the local state, for the changelog
-    changes: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: value lists held (their hosts' records are written by :meth:`SampleStore.take_changes`)
+    held: int = 0
     #: value lists whose window was already rendered: counted and dropped
     late: int = 0
     #: the first of them (for a log line that names a host)
@@ -497,10 +546,12 @@ class SampleStore:
     multiples. ``keep`` bounds the windows a series holds (the backfill limit
     and the current one: an older window could not be rendered anyway).
 
-    ``local`` is where :meth:`apply` and :meth:`expire` write: by default the
-    table itself; the agents pass the Faust table's local store
-    (:func:`local_state_of` ``table.data``: RocksDB, no changelog) and produce
-    the changes both return to the changelog themselves, in one go. Faust's
+    :meth:`apply` and :meth:`expire` change the index and note the hosts
+    they changed; :meth:`take_changes` writes each such host's record to
+    ``local`` and returns the records for the changelog. ``local`` is by
+    default the table itself; the agents pass the Faust table's local store
+    (:func:`local_state_of` ``table.data``: RocksDB, no changelog) and
+    produce the records to the changelog themselves, in one go. Faust's
     per-key changelog path (a future, a buffered task and a RocksDB offset
     write per key) cost more than the rest of the stage together at ~70
     series per host and interval, and its tombstones filled Faust's producer
@@ -523,6 +574,57 @@ class SampleStore:
         self.local: LocalState = MappingState(table) if local is None else local
         self.interval = interval
         self.keep = max(2, keep)
+        #: partition -> hosts changed since their record was last written
+        self._dirty: dict[int, set[str]] = {}
+        #: partition -> series records of an earlier release's table still to be tombstoned
+        self._legacy: dict[int, list[bytes]] = {}
+
+    def adopt(self, report: RebuildReport) -> None:
+        """After :meth:`HostIndex.rebuild`: an earlier release's series records are rewritten per host.
+
+        Their hosts are written the new way at the next :meth:`take_changes`,
+        which also tombstones the old records, so that compaction forgets them.
+        """
+        self._legacy = {p: list(keys) for p, keys in report.legacy.items()}
+        for partition in self._legacy:
+            self._dirty.setdefault(partition, set()).update(self.index.hosts(partition))
+
+    def forget(self) -> None:
+        """The partitions moved: nothing is owed to the changelog by this worker any more."""
+        self._dirty.clear()
+        self._legacy.clear()
+
+    def pending_hosts(self) -> int:
+        """Hosts whose records :meth:`take_changes` has still to write."""
+        return sum(len(hosts) for hosts in self._dirty.values())
+
+    def dirty_partitions(self) -> list[int]:
+        """Partitions with a record to write."""
+        return sorted(p for p in set(self._dirty) | set(self._legacy) if self._dirty.get(p) or self._legacy.get(p))
+
+    def take_changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """Write the changed hosts' records of ``partition`` to the local state; return them for the changelog.
+
+        One record per host however many of its series changed (a value None
+        is a tombstone: the host holds no series any more), after the
+        tombstones of an earlier release's series records.
+        """
+        out: list[tuple[bytes, bytes | None]] = []
+        local = self.local
+        for key in self._legacy.pop(partition, ()):
+            local.delete(partition, key)
+            out.append((key, None))
+        for host in sorted(self._dirty.pop(partition, ())):
+            key = host_key(host)
+            series = self.index.host_series(partition, host)
+            if series:
+                value = encode_host(series.values())
+                local.put(partition, key, value)
+                out.append((key, value))
+            else:
+                local.delete(partition, key)
+                out.append((key, None))
+        return out
 
     def apply(self, partition: int, value_lists: Iterable[ValueList]) -> Applied:
         """Hold each value list in its window (the newest per series and window).
@@ -532,17 +634,20 @@ class SampleStore:
           counted, not held; an older or equal one is a replay: ignored;
         * one older than the series' value list of the same window is ignored
           (collectd sent a newer one), so a window's content never goes back;
-        * an equal one is not written again.
+        * an equal one changes nothing.
+
+        The hosts changed are noted for :meth:`take_changes`.
         """
         applied = Applied()
-        changes = applied.changes
-        local = self.local
         index = self.index
         interval = self.interval
         keep = self.keep
         marker = index.marker(partition)
         #: the first window not rendered yet: a value list in it makes everything older unneeded
         first_open = window_index(marker, interval) if marker is not None else None
+        dirty = self._dirty.get(partition)
+        if dirty is None:
+            dirty = self._dirty[partition] = set()
         for vl in value_lists:
             key = series_key(vl)
             held = index.held(partition, vl.host, key)
@@ -571,21 +676,21 @@ class SampleStore:
                     updated = needed(tuple(index.share(v) if v is vl else v for v in changed), marker, interval)
             if len(updated) > keep:
                 updated = updated[-keep:]
-            value = encode_held(updated)
-            local.put(partition, key, value)
             index.put(partition, key, updated)
-            changes.append((key, value))
+            dirty.add(vl.host)
+            applied.held += 1
         return applied
 
     def expire(self, partition: int, now: float) -> list[bytes]:
-        """Delete every series of ``partition`` expired at ``now``; returns their keys.
+        """Forget every series of ``partition`` expired at ``now``; returns their keys.
 
         A series is expired when its newest value list is (nothing newer is
-        held for a later window). The caller produces a tombstone per key to
-        the changelog, so that compaction forgets the series and a new owner
-        does not recover it. In passing, the index forgets held value lists
-        no window left to render can use (:func:`needed`); the table keeps
-        them until the series is next written, and a rebuild drops them.
+        held for a later window). Its host's record is rewritten without it
+        at the next :meth:`take_changes` (a tombstone once the host has no
+        series left), so a new owner does not recover it. In passing, the
+        index forgets held value lists no window left to render can use
+        (:func:`needed`); the table keeps them until the host is next
+        written, and a rebuild drops them.
         """
         marker = self.index.marker(partition)
         interval = self.interval
@@ -598,10 +703,11 @@ class SampleStore:
                 kept = needed(held, marker, interval)
                 if len(kept) != len(held):
                     trimmed.append((key, kept))
-        local = self.local
+        if expired:
+            dirty = self._dirty.setdefault(partition, set())
         for key, host in expired:
-            local.delete(partition, key)
             self.index.remove(partition, host, key)
+            dirty.add(host)
         for key, kept in trimmed:
             self.index.replace(partition, kept[0].host, key, kept)
         return [key for key, _ in expired]

@@ -8,7 +8,8 @@ topic (default name)                   key                        value
 ``collectd-notifications``             anything                   collectd notification JSON (either shape)
 ``<app id>-samples`` (repartition)     host (UTF-8)               JSON array of one host's value lists, or a
                                                                   render tick (header ``ves-streams-kind: tick``)
-``<app id>-samples-state-changelog``   series key (JSON array)    one value list (JSON); tombstone when aged out
+``<app id>-samples-state-changelog``   host (``["host"]``, JSON)  the host's series, each its held value lists;
+                                                                  tombstone when all aged out (state.py)
 ``<app id>-alarms-changelog``          alarm identity (JSON       the alarm's state and the input offset that
                                        array), compacted          made it (stages/alarms.py)
 ``ves-events``                         VES ``sourceName``         ``{"event": {...}}``; headers ``ves-domain``,

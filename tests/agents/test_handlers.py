@@ -31,7 +31,7 @@ from ves_streams.collectd import MalformedInput, Notification, Sample, parse_val
 from ves_streams.identity import Interval
 from ves_streams.metrics import Metrics
 from ves_streams.settings import Settings
-from ves_streams.state import MappingState, marker_key, series_key
+from ves_streams.state import MappingState, decode_host, host_key, marker_key, series_key
 from ves_streams.wire.samples import host_partition
 from ves_streams.wire.samples import HEADER_KIND, KIND_TICK
 
@@ -309,7 +309,7 @@ def test_marker_is_written_after_the_events_were_produced() -> None:
 
     class Table(dict[bytes, bytes]):
         def __setitem__(self, key: bytes, value: bytes) -> None:
-            writes.append("marker" if key == marker_key(0) else "series")
+            writes.append("marker" if key == marker_key(0) else "host")
             super().__setitem__(key, value)
 
     p.table = p.store.table = Table()
@@ -322,7 +322,7 @@ def test_marker_is_written_after_the_events_were_produced() -> None:
         await handle_samples(p, tick_message(0, 1010.0))
 
     run(scenario())
-    assert writes == ["series", "series", "--", "marker"]
+    assert writes == ["--", "host", "marker"]  # the host's record once, at the tick's flush, before its marker
     assert p.order == ["ves-events"]
 
 
@@ -369,44 +369,47 @@ def direct_write_pipeline() -> tuple[Pipeline, dict[bytes, bytes], Produced]:
     return OnePipeline(SimpleNamespace(producer=Producer()), p.settings, p.topics, p.renderer, p.metrics, table), local, produced  # type: ignore[arg-type]
 
 
-def test_series_go_to_the_tables_local_store_and_to_its_changelog_partition_directly() -> None:
-    """A Faust table's per-key changelog path is bypassed: local store write, then one produce per change."""
+def test_a_hosts_record_goes_to_the_tables_local_store_and_its_changelog_partition_once_per_flush() -> None:
+    """A Faust table's per-key changelog path is bypassed: one local write and one produce per changed host."""
     p2, local, produced = direct_write_pipeline()
     host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 2)
-    value = orjson.dumps([values_json(host, 1005.0), values_json(host, 1005.0, ti="user")])
-    run(handle_samples(p2, message(value, topic="app-samples", partition=2, key=host.encode())))
-    assert len(local) == 2 and produced == []  # collected, queued by the next flush (one batch per partition)
+    idle = orjson.dumps([values_json(host, 1005.0)])
+    user = orjson.dumps([values_json(host, 1005.0, ti="user")])
+    run(handle_samples(p2, message(idle, topic="app-samples", partition=2, key=host.encode())))
+    run(handle_samples(p2, message(user, topic="app-samples", partition=2, key=host.encode())))
+    assert local == {} and produced == []  # the host's record waits for the next flush
     run(p2.flush_changelog())
-    assert sorted(local) == sorted(k for _, k, _, _ in produced)
-    assert len(produced) == 2
-    assert {(t, part) for t, _, _, part in produced} == {("app-samples-state-changelog", 2)}
-    assert [local[k] == v for _, k, v, _ in produced] == [True, True]
+    assert list(local) == [host_key(host)]
+    assert produced == [("app-samples-state-changelog", host_key(host), local[host_key(host)], 2)]
+    assert len(decode_host(local[host_key(host)])) == 2
     # the same value lists again (a replay) change nothing and produce nothing
-    run(handle_samples(p2, message(value, topic="app-samples", partition=2, key=host.encode())))
+    run(handle_samples(p2, message(user, topic="app-samples", partition=2, key=host.encode())))
     run(p2.flush_changelog())
-    assert len(produced) == 2
+    assert len(produced) == 1
 
 
-def test_aged_out_series_leave_the_local_store_and_get_a_tombstone_on_their_changelog_partition() -> None:
-    """Expiry bypasses Faust's per-key path too: a delete in the partition's store, a batched tombstone."""
+def test_aged_out_series_leave_their_hosts_record_and_an_empty_host_gets_a_tombstone() -> None:
+    """Expiry bypasses Faust's per-key path too: the host's record is rewritten without the series."""
     p2, local, produced = direct_write_pipeline()
-    host = next(h for h in (f"h{i}" for i in range(40)) if host_partition(h, 4) == 1)
+    host, gone = [h for h in (f"h{i}" for i in range(60)) if host_partition(h, 4) == 1][:2]
     old = orjson.dumps([values_json(host, 1000.0), values_json(host, 1000.0, ti="user")])
     fresh = orjson.dumps([values_json(host, 1015.0, ti="user")])
 
     async def scenario() -> None:
         await handle_samples(p2, message(old, topic="app-samples", partition=1, key=host.encode()))
+        await handle_samples(p2, message(orjson.dumps([values_json(gone, 1000.0)]), topic="app-samples", partition=1,
+                                         key=gone.encode()))  # fmt: skip
         await handle_samples(p2, message(fresh, topic="app-samples", partition=1, key=host.encode()))
         await handle_samples(p2, tick_message(1, 1020.0))
         await p2.flush_changelog()
 
     run(scenario())
-    idle = series_key(parse_value_lists(orjson.dumps(values_json(host, 0)))[0])
-    user = series_key(parse_value_lists(orjson.dumps(values_json(host, 0, ti="user")))[0])
-    assert list(local) == [user]  # idle was last written at 1000: 2 x 10 s old at 1020
-    tombstones = [(t, k, part) for t, k, v, part in produced if v is None]
-    assert tombstones == [("app-samples-state-changelog", idle, 1)]
-    assert produced.index(("app-samples-state-changelog", idle, None, 1)) > 1  # after the writes it undoes
+    # idle was last written at 1000: 2 x 10 s old at 1020
+    assert [h[0].type_instance for h in decode_host(local[host_key(host)])] == ["user"]
+    assert host_key(gone) not in local
+    last = {k: v for _, k, v, _ in produced}
+    assert last[host_key(gone)] is None
+    assert [h[0].type_instance for h in decode_host(last[host_key(host)])] == ["user"]
 
 
 def test_windows_missed_by_a_dead_owner_are_backfilled_with_their_own_ids() -> None:
@@ -504,11 +507,12 @@ def test_expired_series_are_deleted_and_not_rendered() -> None:
         await handle_samples(p, samples_message(p, host, 1000.0, interval=10.0))
         await handle_samples(p, tick_message(3, 1010.0))
         await handle_samples(p, tick_message(3, 1030.0))  # backfills 1010-1020, renders 1020-1030
+        await p.flush_changelog()  # the periodic flush writes the host's tombstone
 
     run(scenario())
     # the window ending 1010 sees it; at 1020 (backfilled) it is 2 x 10 s old: gone
     assert [c[2] for c in renderer.calls] == [1000.0]
-    assert series_key(parse_value_lists(orjson.dumps(values_json(host, 0)))[0]) not in p.table
+    assert host_key(host) not in p.table and series_key(parse_value_lists(orjson.dumps(values_json(host, 0)))[0]) not in p.table
     assert p.index.hosts(3) == []
 
 
@@ -537,6 +541,7 @@ def test_a_host_recovered_from_the_table_is_not_new() -> None:
 
     async def scenario() -> None:
         await handle_samples(p, samples_message(p, host, 995.0))
+        await p.flush_changelog()  # as the revoke handler does
         p.on_rebalance()
         await handle_samples(p, samples_message(p, host, 1005.0))  # first record after the takeover
         await handle_samples(p, tick_message(2, 1010.0))
@@ -589,6 +594,7 @@ def test_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
     async def scenario() -> None:
         await handle_samples(p, samples_message(p, host, 995.0))
         await handle_samples(p, samples_message(p, host, 1005.0))
+        await p.flush_changelog()  # as the revoke handler does
         p.on_rebalance()  # partitions moved; the table (RocksDB) survives
         assert not p.index.built
         await handle_samples(p, tick_message(1, 1010.0))

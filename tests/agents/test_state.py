@@ -9,10 +9,11 @@ from ves_streams.state import (
     HostIndex,
     RocksDBPartitions,
     SampleStore,
-    decode_held,
+    decode_host,
     decode_value_list,
-    encode_held,
+    encode_host,
     encode_value_list,
+    host_key,
     host_partition,
     is_expired,
     local_state_of,
@@ -61,26 +62,31 @@ def test_host_partition_is_kafkas_default_partitioner() -> None:
     assert {host_partition(f"h{i}", 4) for i in range(100)} == {0, 1, 2, 3}
 
 
-def test_store_keeps_one_record_per_series_and_the_newest_value_of_each_window() -> None:
+def test_store_keeps_the_newest_value_of_each_window_in_one_record_per_host() -> None:
     table: dict[bytes, bytes] = {}
     store = SampleStore(table, HostIndex(), interval=10)
-    assert len(store.apply(0, [vl(time=101, value=1), vl(ti="user", time=101)]).changes) == 2
-    assert store.apply(0, [vl(time=100.5, value=5)]).changes == []  # older in the same window: ignored
-    assert store.apply(0, [vl(time=101, value=1)]).changes == []  # identical: no changelog write
-    assert [k for k, _ in store.apply(0, [vl(time=112, value=2)]).changes] == [series_key(vl())]
-    assert len(table) == 2
-    assert [v.values[0] for v in decode_held(table[series_key(vl())])] == [1, 2]  # no window rendered yet
+    assert store.apply(0, [vl(time=101, value=1), vl(ti="user", time=101)]).held == 2
+    assert store.apply(0, [vl(time=100.5, value=5)]).held == 0  # older in the same window: ignored
+    assert store.apply(0, [vl(time=101, value=1)]).held == 0  # identical: nothing changes
+    assert store.apply(0, [vl(time=112, value=2)]).held == 1
+    assert [k for k, _ in store.take_changes(0)] == [host_key("h1")]
+    assert list(table) == [host_key("h1")]
+    [idle] = [h for h in decode_host(table[host_key("h1")]) if h[0].type_instance == "idle"]
+    assert [v.values[0] for v in idle] == [1, 2]  # no window rendered yet
     assert [s.value for s in store.samples(0, "h1") if s.type_instance == "idle"] == [2]
     assert [s.value for s in store.samples(0, "h1", 110.0) if s.type_instance == "idle"] == [1]
 
 
-def test_expiry_deletes_the_series_and_names_them_for_their_tombstones() -> None:
+def test_expiry_forgets_the_series_and_rewrites_or_tombstones_their_hosts() -> None:
     table: dict[bytes, bytes] = {}
     store = SampleStore(table, HostIndex())
     store.apply(1, [vl(time=100, interval=10), vl(ti="user", time=130, interval=10), vl(host="h2", time=100, interval=10)])
+    store.take_changes(1)
     removed = store.expire(1, now=125.0)
     assert sorted(removed) == sorted([series_key(vl()), series_key(vl(host="h2"))])
-    assert list(table) == [series_key(vl(ti="user"))]
+    assert dict(store.take_changes(1))[host_key("h2")] is None
+    assert list(table) == [host_key("h1")]
+    assert [h[0].type_instance for h in decode_host(table[host_key("h1")])] == ["user"]
     assert store.index.hosts(1) == ["h1"]  # h2 has nothing left: gone from the index
     assert store.samples(1, "h2") == []
 
@@ -91,6 +97,8 @@ def test_index_rebuild_places_series_by_host_partition_and_keeps_markers() -> No
     hosts = [f"host-{i}" for i in range(20)]
     for host in hosts:
         writer.apply(host_partition(host, 4), [vl(host=host), vl(host=host, ti="user")])
+    for partition in writer.dirty_partitions():
+        writer.take_changes(partition)
     writer.set_marker(2, 1000.0)
     table[b"garbage"] = b"{not json"
 
@@ -202,15 +210,17 @@ def test_series_written_straight_to_a_faust_rocksdb_partition_read_back_through_
     assert isinstance(local, RocksDBPartitions)
     store = SampleStore({}, HostIndex(), local)
     store.apply(2, [vl(time=100, interval=10), vl(ti="user", time=130, interval=10)])
-    assert table.data[series_key(vl())] == encode_held((vl(time=100, interval=10),))
+    store.take_changes(2)
+    assert table.data[host_key("h1")] == encode_host([(vl(time=100, interval=10),), (vl(ti="user", time=130, interval=10),)])
     assert sorted(table.data._dbs) == [2]  # nothing went to another partition's database
     assert store.expire(2, now=125.0) == [series_key(vl())]
-    assert series_key(vl()) not in table.data
-    assert decode_held(table.data[series_key(vl(ti="user"))])[0].time == 130
+    store.take_changes(2)
+    assert [h[0].time for h in decode_host(table.data[host_key("h1")])] == [130]
 
 
 def test_a_store_without_partition_databases_is_written_as_a_mapping() -> None:
     plain: dict[bytes, bytes] = {}
     store = SampleStore({}, HostIndex(), local_state_of(plain))
     store.apply(0, [vl(time=100)])
-    assert list(plain) == [series_key(vl())]
+    store.take_changes(0)
+    assert list(plain) == [host_key("h1")]

@@ -18,7 +18,16 @@ from tests.rules.test_barometer_equivalence import CASES
 from ves_streams.collectd import Sample, ValueList, parse_value_lists
 from ves_streams.identity import next_boundary
 from ves_streams.rules import CounterIds, RenderContext, load_topology
-from ves_streams.state import HostIndex, SampleStore, decode_held, needed, series_key
+from ves_streams.state import (
+    HostIndex,
+    SampleStore,
+    decode_held,
+    decode_host,
+    encode_held,
+    host_key,
+    needed,
+    series_key,
+)
 
 INTERVAL = 10.0
 
@@ -74,7 +83,7 @@ def test_a_late_sample_is_counted_and_not_rendered_in_another_window() -> None:
     render(store, 110.0)
     render(store, 120.0)  # [110, 120) rendered with the carried 105 sample
     applied = store.apply(0, [vl(115.0, 2.0)])  # its window is gone
-    assert applied.late == 1 and applied.changes == []
+    assert applied.late == 1 and applied.held == 0
     store.apply(0, [vl(125.0, 3.0)])
     assert render(store, 130.0) == {"h1": [3.0]}
 
@@ -85,7 +94,7 @@ def test_a_replayed_sample_older_than_what_was_rendered_is_not_late() -> None:
     store.apply(0, [vl(105.0, 1.0)])
     render(store, 110.0)
     applied = store.apply(0, [vl(95.0, 0.0), vl(105.0, 1.0)])  # at-least-once replay after a restart
-    assert applied.late == 0 and applied.changes == []
+    assert applied.late == 0 and applied.held == 0
 
 
 def test_rendered_windows_are_dropped_but_the_carried_value_kept_until_a_newer_window_has_its_own() -> None:
@@ -98,10 +107,17 @@ def test_rendered_windows_are_dropped_but_the_carried_value_kept_until_a_newer_w
     render(store, 120.0)  # its expiry pass trims what [110, 120) no longer needs
     assert [v.time for v in store.index.held(0, "h1", key)] == [115.0]
     store.apply(0, [vl(135.0, 4.0)])  # [120, 130) has no sample of its own: 115 is still needed
-    assert [v.time for v in decode_held(table[key])] == [115.0, 135.0]
+    assert [v.time for v in written(store, table, key)] == [115.0, 135.0]
     render(store, 130.0)
     store.apply(0, [vl(136.0, 5.0)])
-    assert [v.time for v in decode_held(table[key])] == [136.0]  # [130, 140) has its own: nothing older needed
+    assert [v.time for v in written(store, table, key)] == [136.0]  # [130, 140) has its own: nothing older needed
+
+
+def written(store: SampleStore, table: dict[bytes, bytes], key: bytes, host: str = "h1") -> tuple[ValueList, ...]:
+    """What the table holds for a series once the store wrote its host's record."""
+    store.take_changes(0)
+    [held] = [h for h in decode_host(table[host_key(host)]) if series_key(h[0]) == key]
+    return held
 
 
 def test_needed_keeps_the_newest_rendered_value_only_while_the_next_window_has_none() -> None:
@@ -132,6 +148,7 @@ def test_a_rebuilt_index_renders_what_the_live_one_did() -> None:
     live.apply(0, [vl(105.0, 1.0, host="a"), vl(105.0, 1.5, host="b")])
     render(live, 110.0)
     live.apply(0, [vl(115.0, 2.0, host="a"), vl(125.0, 3.0, host="a"), vl(117.0, 2.5, host="b")])
+    live.take_changes(0)  # as the agent's changelog flush does
     index = HostIndex()
     index.rebuild(table.items(), [0], lambda h: 0)
     recovered = SampleStore(table, index, interval=INTERVAL)
@@ -179,3 +196,45 @@ def test_barometer_files_render_through_the_windowed_state_what_barometer_render
     events += [e.body for n in rule_notifications(notes) for e in topology.render_notification(n, ctx).events]
     expected = [json.loads(line) for line in (GOLDEN / golden).read_text().splitlines()]
     assert as_sets(events) == as_sets(expected)
+
+
+def test_a_hosts_series_are_written_as_one_record_once_per_flush() -> None:
+    table: dict[bytes, bytes] = {}
+    store = SampleStore(table, HostIndex(), interval=INTERVAL)
+    for ti in ("idle", "user", "system"):  # three samples records, as ingest packs them
+        store.apply(0, [vl(105.0, 1.0, ti=ti)])
+    store.apply(0, [vl(105.0, 1.0, host="h2")])
+    records = store.take_changes(0)
+    assert [k for k, _ in records] == [host_key("h1"), host_key("h2")]
+    assert sorted(h[0].type_instance for h in decode_host(table[host_key("h1")])) == ["idle", "system", "user"]
+    assert store.take_changes(0) == []  # nothing changed since
+    store.apply(0, [vl(105.0, 1.0, ti="user")])  # a replay changes nothing
+    assert store.take_changes(0) == []
+
+
+def test_a_host_whose_series_all_aged_out_gets_a_tombstone() -> None:
+    table: dict[bytes, bytes] = {}
+    store = SampleStore(table, HostIndex(), interval=INTERVAL)
+    store.apply(0, [vl(101.0, 1.0), vl(101.0, 2.0, host="h2"), vl(125.0, 3.0, host="h2", ti="user")])
+    store.take_changes(0)
+    assert sorted(store.expire(0, 130.0)) == sorted([series_key(vl(0, 0)), series_key(vl(0, 0, host="h2"))])
+    records = dict(store.take_changes(0))
+    assert records[host_key("h1")] is None and host_key("h1") not in table
+    assert [h[0].type_instance for h in decode_host(records[host_key("h2")])] == ["user"]
+
+
+def test_an_earlier_releases_series_records_are_read_and_replaced_by_host_records() -> None:
+    from ves_streams.state import encode_value_list
+
+    old = {series_key(vl(105.0, 1.0)): encode_value_list(vl(105.0, 1.0)),
+           series_key(vl(105.0, 2.0, ti="user")): encode_held((vl(105.0, 2.0, ti="user"),))}  # fmt: skip
+    table = dict(old)
+    index = HostIndex()
+    report = index.rebuild(table.items(), [0], lambda h: 0)
+    store = SampleStore(table, index, interval=INTERVAL)
+    store.adopt(report)
+    assert idle(store, 110.0) == [1.0]
+    records = store.take_changes(0)
+    assert sorted(k for k, v in records if v is None) == sorted(old)  # tombstones: compaction forgets them
+    assert list(table) == [host_key("h1")]
+    assert len(decode_host(table[host_key("h1")])) == 2

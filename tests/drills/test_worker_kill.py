@@ -46,11 +46,12 @@ def _backfills(log: str) -> list[tuple[float, int, int]]:
 
 
 def _aged_out_between(drill: Drill, since: float, until: float) -> dict[str, int]:
-    """host -> series deleted from the state table (changelog tombstones) between ``since`` and ``until``.
+    """host -> records deleted from the state table (changelog tombstones) between ``since`` and ``until``.
 
-    The feed runs without pause until ``until``, so a series aging out before
-    then means a window was rendered before samples already sent for it had
-    reached the state (they were stuck behind the dead worker's partitions).
+    A host's record is deleted when all its series aged out. The feed runs
+    without pause until ``until``, so a host aging out before then means a
+    window was rendered before samples already sent for it had reached the
+    state (they were stuck behind the dead worker's partitions).
     """
     changelog = drill.io.reader([f"{drill.names.app_id}-samples-state-changelog"])
     time.sleep(3.0)

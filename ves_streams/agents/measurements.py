@@ -90,7 +90,7 @@ async def handle_samples(pipeline: Pipeline, message: Message) -> None:
     applied = pipeline.store.apply(message.partition, value_lists)
     if applied.late:
         _count_late(pipeline, message.partition, applied)
-    await pipeline.write_changelog(message.partition, applied.changes)
+    await pipeline.write_state(message.partition)
 
 
 #: At most one log line about late samples per this many seconds.
@@ -157,7 +157,7 @@ async def _render_window(pipeline: Pipeline, partition: int, window: Interval, s
     expired = store.expire(partition, window.end)
     if expired:
         log.debug("partition %d: %d series aged out at %.3f", partition, len(expired), window.end)
-        await pipeline.write_changelog(partition, [(key, None) for key in expired])
+        await pipeline.write_state(partition)
     hb_boundary = heartbeat_due(window, renderer.heartbeat_interval) if renderer.heartbeat_interval else None
     window_outputs = EventOutputs()
     for host in pipeline.index.hosts(partition):

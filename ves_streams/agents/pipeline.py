@@ -64,9 +64,9 @@ log = logging.getLogger(__name__)
 #: At most this many windows missed by a failed owner are rendered when a
 #: partition is taken over (older gaps stay gaps; see measurements.py).
 MAX_BACKFILL_WINDOWS = 10
-#: Changelog records are queued at least this often, and whenever this many are pending.
+#: Changed hosts' records are queued at least this often, and whenever this many hosts changed.
 CHANGELOG_FLUSH_SECONDS = 0.1
-CHANGELOG_FLUSH_RECORDS = 5000
+CHANGELOG_FLUSH_HOSTS = 2000
 
 
 
@@ -99,9 +99,8 @@ class Pipeline:
         # a series holds the windows a tick may still render: the backfill limit and the current one
         self.store = SampleStore(table, self.index, interval=settings.interval, keep=MAX_BACKFILL_WINDOWS + 2)
         self.changelog_failures = 0
-        #: changelog partition -> changes not yet queued (at-least-once; see write_changelog)
+        #: changelog partition -> host records not yet queued (at-least-once; see write_state)
         self._changelog_pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        self._changelog_pending_count = 0
         self.max_backfill = MAX_BACKFILL_WINDOWS
         #: when a late value list was last named in the log (measurements.py, at most once a minute)
         self.late_logged_at = -math.inf
@@ -133,6 +132,7 @@ class Pipeline:
     def on_rebalance(self) -> None:
         """Partitions moved: the index is rebuilt from the recovered table before next use."""
         self.index.invalidate()
+        self.store.forget()
         self.render_priority.forget()
 
     def ensure_index(self) -> None:
@@ -144,6 +144,7 @@ class Pipeline:
             return
         partitions = self.active_samples_partitions()
         report = self.index.rebuild(self.table.items(), partitions, self.partition_of)
+        self.store.adopt(report)  # an earlier release's per-series records are rewritten per host
         hosts, series = self.index.size()
         self.metrics.hosts.set(hosts)
         self.metrics.series.set(series)
@@ -184,22 +185,12 @@ class Pipeline:
         )
 
     async def write_changelog(self, partition: int, changes: Sequence[tuple[bytes, bytes | None]]) -> None:
-        """Produce state changes (a value None is a tombstone) to the table's changelog partition ``partition``.
+        """Produce host records (a value None is a tombstone) to the table's changelog partition ``partition``.
 
-        The counterpart of :class:`~ves_streams.state.SampleStore`'s local
-        writes. With ``exactly_once`` each change is sent at once, in the
-        transaction of the record being processed. Otherwise changes are
-        collected per partition and sent as one record batch per partition
-        by :meth:`flush_changelog` (every ``CHANGELOG_FLUSH_SECONDS``, at
-        ``CHANGELOG_FLUSH_RECORDS`` pending, before a render tick and on
-        rebalance): aiokafka queues one batch per partition at a time, so a
-        batch per samples record waited a broker round trip each.
-
-        Durability is Faust's own for table changes: the changelog is written
-        after the local store, not awaited, and a failed write is logged and
-        counted. Collectd sends every series every interval, so the next
-        value list writes it again; a worker that took the partition over in
-        between renders from what the changelog had.
+        With ``exactly_once`` each record is sent at once, in the transaction
+        of the record being processed. Otherwise records are collected per
+        partition and sent as one record batch per partition by
+        :meth:`flush_changelog`.
         """
         topic = self.changelog_topic
         if topic is None or not changes:
@@ -213,14 +204,29 @@ class Pipeline:
                 future.add_done_callback(self._changelog_written)
             return
         self._changelog_pending.setdefault(partition, []).extend(changes)
-        self._changelog_pending_count += len(changes)
-        if self._changelog_pending_count >= CHANGELOG_FLUSH_RECORDS:
+
+    async def write_state(self, partition: int) -> None:
+        """The changed hosts' records of ``partition``: in this record's transaction with ``exactly_once``.
+
+        At-least-once leaves them to :meth:`flush_changelog` (every
+        ``CHANGELOG_FLUSH_SECONDS``, at ``CHANGELOG_FLUSH_HOSTS`` changed
+        hosts, before a render tick and on rebalance), so that a host whose
+        value lists arrive over several samples records gets one record per
+        flush, not one per value list. Durability is Faust's own for table
+        changes: the changelog is written after the local store, not awaited,
+        and a failed write is logged and counted; collectd sends every series
+        every interval, so the host's next value list writes it again.
+        """
+        if self.exactly_once:
+            await self.write_changelog(partition, self.store.take_changes(partition))
+        elif self.store.pending_hosts() >= CHANGELOG_FLUSH_HOSTS:
             await self.flush_changelog()
 
     async def flush_changelog(self) -> None:
-        """Queue the collected changelog records to the producer, one batch per partition."""
+        """Write the changed hosts' records and queue them to the producer, one batch per partition."""
+        for partition in self.store.dirty_partitions():
+            await self.write_changelog(partition, self.store.take_changes(partition))
         pending, self._changelog_pending = self._changelog_pending, {}
-        self._changelog_pending_count = 0
         topic = self.changelog_topic
         if not pending or topic is None:
             return
