@@ -199,9 +199,13 @@ def _add_sink(side_loop: SideLoop, settings: Settings, metrics: Metrics, readine
 
 
 def sink_readiness(service: Any, unready_after: float) -> str | None:
-    """Why the sink is not ready (its loop is not running, or the collector has failed for too long), or None."""
+    """Why the sink is not ready (its loop is not running, the collector's configuration refuses events, or the
+    collector has failed for too long), or None."""
     if not service.is_ready():
         return "sink not running"
+    held = service.held_by_collector()
+    if held is not None:
+        return held
     failing = service.failing_for()
     if failing > unready_after:
         return (f"every delivery to the collector has failed for {failing:.0f} s "

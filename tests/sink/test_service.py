@@ -579,3 +579,43 @@ def test_an_event_answered_500_while_others_are_accepted_is_dead_lettered_and_it
         assert "SVC1000" in headers["ves-streams-body"]
 
     asyncio.run(main())
+
+
+def test_a_collector_configuration_refusal_holds_delivery_dead_letters_nothing_and_resumes_by_itself(
+    kafka: Any, ves_collector: VesCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ves_streams.app import sink_readiness
+
+    topic, dlq = _topics(kafka, "held", partitions=2)
+    sent = _stream(hosts=4, per_host=15)
+    ves_collector.control(onap_refusal="no_stream", refuse_domains=["fault"])
+    config = _config(kafka, topic, CollectorConfig(url=ves_collector.url))
+
+    async def main() -> None:
+        await _produce(kafka.bootstrap_servers, topic, sent)
+        async with SinkService(config) as service:
+            deadline = time.monotonic() + 30
+            while (reason := sink_readiness(service, unready_after=600)) is None:
+                assert time.monotonic() < deadline, "delivery was never held"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2)
+            assert all(e["commonEventHeader"]["domain"] != "fault" for e in ves_collector.events())
+            reason = sink_readiness(service, unready_after=600)
+            assert reason is not None and "fault events held" in reason and "collector.dmaap.streamid" in reason
+            assert "No domain defined for stream id" in reason
+            committed = await _committed(kafka.bootstrap_servers, config.group_id)
+            ends = await _end_offsets(kafka.bootstrap_servers, topic)
+            assert committed != ends, "nothing past a held event is committed"
+            await asyncio.to_thread(ves_collector.control, reset=True)
+            accepted = await _wait_for(ves_collector, len(sent))
+            await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
+            assert sink_readiness(service, unready_after=600) is None
+            assert not service.crashed
+        _assert_once_and_in_host_domain_order(accepted, sent)
+        assert await _read_dlq(kafka.bootstrap_servers, dlq, 1, timeout=3) == [], "nothing dead-lettered"
+
+    with caplog.at_level(logging.INFO, logger="ves_streams.sink"):
+        asyncio.run(main())
+    holding = [r for r in caplog.records if r.getMessage().startswith("holding delivery of fault events")]
+    assert len(holding) == 1, "one line a person can act on"
+    assert "collector.dmaap.streamid" in holding[0].getMessage()

@@ -29,6 +29,16 @@ says the batch is no longer wanted: a consumer rebalance). What it guarantees:
   lets one more request go, as a probe. When every request fails (an
   outage), the latest other outcome is a failure and no attempt counts:
   nothing is dead-lettered, everything waits.
+* **A refusal about the collector's configuration holds, never
+  dead-letters** (:mod:`ves_streams.sink.refusals`): an answer naming one
+  (ONAP's "No domain defined for stream id", "Operation not permitted",
+  an unserved API version), or a batch of several whose every event, sent
+  alone, is refused the same way while the collector took none of the
+  domain's other requests, holds the domain: its requests are retried
+  with backoff (the retry is the probe), nothing is dead-lettered or
+  committed, :meth:`BatchDelivery.held` says why (``/ready``), one ERROR
+  line says what to do, and the first accepted request of the domain
+  releases it.
 * **Waiting never blocks the loop.** Waits go through the injected ``wait``
   coroutine (the service keeps its consumer group membership alive there);
   cancelling ``deliver`` cancels the wait.
@@ -40,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random as _random
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +63,7 @@ from ves_streams.sink.concurrency import AdaptiveConcurrency, ConcurrencyLimits
 from ves_streams.sink.config import CollectorConfig
 from ves_streams.sink.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from ves_streams.sink.records import SinkRecord
+from ves_streams.sink.refusals import configuration_error, refusal_signature
 from ves_streams.sink.retry import (
     EndpointSchedule,
     RetryPolicy,
@@ -162,6 +174,10 @@ class BatchDelivery:
         self._suspects: set[object] = set()
         #: called when the first request becomes suspect, so the handler can start a probe request
         self.on_suspect: Callable[[], None] | None = None
+        #: domains held by a refusal about the collector's configuration: (what it means, its answer, since)
+        self._held: dict[str, tuple[str, str, float]] = {}
+        #: when a request of each domain was last accepted
+        self._domain_accepted: dict[str, float] = {}
 
     def suspected(self) -> bool:
         """True while a request is answered with a content refusal: one more request may go, as a probe.
@@ -172,6 +188,10 @@ class BatchDelivery:
         one per suspect, so an outage answering 500 adds one request).
         """
         return bool(self._suspects)
+
+    def held(self) -> dict[str, str]:
+        """The domains whose delivery is held by the collector's configuration, each with why (for ``/ready``)."""
+        return {domain: f"{meaning} (collector answered {answer})" for domain, (meaning, answer, _) in self._held.items()}
 
     def failing_for(self) -> float:
         """Seconds every request has failed (no answer, or a transient error); 0 while the collector answers.
@@ -186,33 +206,60 @@ class BatchDelivery:
     async def deliver(self, batch: Batch, *, wanted: Callable[[], bool] = lambda: True) -> DeliveryReport | None:
         """Deliver ``batch``; None if ``wanted()`` turned False before it was done (nothing is reported then)."""
         started = self._clock()
-        outcome = await self._send(batch, wanted)
-        if outcome is None:
-            return None
-        if isinstance(outcome, _Accepted):
-            self._accepted(batch)
-            return DeliveryReport(batch.records, ())
-        if isinstance(outcome, _Exhausted):
-            return DeliveryReport((), tuple(self._refusal(r, "exhausted", outcome.error) for r in batch.records))
-        if isinstance(outcome, _Split):
-            logger.warning(
-                "collector keeps answering %s to a batch of %d %s events; sending them one by one, host by "
-                "host, so that one event it cannot take blocks no other host",
-                outcome.error.status,
-                len(batch),
-                batch.domain,
-            )
-            return await self._deliver_by_host(batch, wanted, started)
-        if isinstance(outcome, _Poisoned):
-            return DeliveryReport((), (self._poisoned(batch.records[0], outcome),))
-        if len(batch) == 1:
-            return DeliveryReport((), (self._refusal(batch.records[0], "refused", outcome),))
+        #: while held: the batch's refusal that holds it, and how many times it was re-sent as a probe
+        held: tuple[int | None, str] | None = None
+        probes = 0
+        while True:
+            outcome = await self._send(batch, wanted)
+            if outcome is None:
+                return None
+            if isinstance(outcome, _Accepted):
+                self._accepted(batch)
+                return DeliveryReport(batch.records, ())
+            if isinstance(outcome, _Exhausted):
+                return DeliveryReport((), tuple(self._refusal(r, "exhausted", outcome.error) for r in batch.records))
+            if isinstance(outcome, _Split):
+                logger.warning(
+                    "collector keeps answering %s to a batch of %d %s events; sending them one by one, host by "
+                    "host, so that one event it cannot take blocks no other host",
+                    outcome.error.status,
+                    len(batch),
+                    batch.domain,
+                )
+                return await self._deliver_by_host(batch, wanted, started)
+            if isinstance(outcome, _Poisoned):
+                return DeliveryReport((), (self._poisoned(batch.records[0], outcome),))
+            if len(batch) == 1:
+                return DeliveryReport((), (self._refusal(batch.records[0], "refused", outcome),))
+            signature = refusal_signature(outcome.status, outcome.body)
+            if held != signature or batch.domain not in self._held:
+                report = await self._one_by_one(batch, outcome, wanted)
+                if report is None:
+                    return None
+                # the same refusal for every event, while the collector took none of the domain's others
+                if not _refused_alike(batch, report) or self._domain_accepted.get(batch.domain, -math.inf) >= started:
+                    return report
+                held, probes = signature, 0
+                self._hold(
+                    batch.domain,
+                    f"the collector refused each of {len(batch)} {batch.domain} events the same way, so the "
+                    "refusal is about its configuration, not the events",
+                    outcome,
+                )
+            probes += 1
+            if not await self._wait_while(wanted, self.policy.delay(probes, _HOLD, self._random)):
+                return None
+
+    async def _one_by_one(
+        self, batch: Batch, refusal: PermanentDeliveryError, wanted: Callable[[], bool]
+    ) -> DeliveryReport | None:
+        """A refused batch's events sent again one by one, in order: which of them does the collector refuse?"""
         logger.warning(
             "collector refused a batch of %d %s events with %s; re-sending them one by one "
             "so only the refused ones are dead-lettered",
             len(batch),
             batch.domain,
-            outcome.status,
+            refusal.status,
         )
         delivered: list[SinkRecord] = []
         refused: list[Refusal] = []
@@ -222,6 +269,14 @@ class BatchDelivery:
                 return None
             self._settle_single(single, result, delivered, refused)
         return DeliveryReport(tuple(delivered), tuple(refused))
+
+    async def _wait_while(self, wanted: Callable[[], bool], seconds: float) -> bool:
+        """Wait ``seconds`` (if still wanted); False when no longer wanted."""
+        if not wanted():
+            return False
+        if seconds > 0:
+            await self._wait(seconds)
+        return wanted()
 
     async def _deliver_by_host(self, batch: Batch, wanted: Callable[[], bool], started: float) -> DeliveryReport | None:
         """Each host's events as single requests, in order; :data:`SPLIT_PARALLEL` hosts at a time.
@@ -323,6 +378,8 @@ class BatchDelivery:
                 )
             self._heard(token, error is None)
             if error is None:
+                self._domain_accepted[batch.domain] = self._clock()
+                self._release(batch.domain)
                 self._failing_since = None
                 self.schedule.succeeded(base)
                 metrics.BATCHES.labels(kind=kind, outcome="accepted").inc()
@@ -340,8 +397,12 @@ class BatchDelivery:
             if isinstance(error, PermanentDeliveryError):
                 self._failing_since = None
                 self.schedule.succeeded(base)
-                metrics.BATCHES.labels(kind=kind, outcome="refused").inc()
-                return error
+                meaning = configuration_error(error.status, error.body)
+                if meaning is None:
+                    metrics.BATCHES.labels(kind=kind, outcome="refused").inc()
+                    return error
+                self._hold(batch.domain, meaning, error)
+                error = TransientDeliveryError(str(error), url=error.url, status=error.status, body=error.body)
             attempts += 1
             if is_content_refusal(error.status):
                 content_refusals += 1
@@ -358,12 +419,14 @@ class BatchDelivery:
                     return _Poisoned(error, attempts)
             now = self._clock()
             first_failure = now if first_failure is None else first_failure
-            if self._failing_since is None:
+            held = batch.domain in self._held
+            if self._failing_since is None and not held:
                 self._failing_since = now
             metrics.BATCHES.labels(kind=kind, outcome="retried").inc()
-            metrics.RETRIES.labels(reason=_retry_reason(error)).inc()
-            self.schedule.failed(base, now, self.policy.retry_after(error))
-            if self.policy.exhausted(attempts):
+            metrics.RETRIES.labels(reason="configuration" if held else _retry_reason(error)).inc()
+            if not held:
+                self.schedule.failed(base, now, self.policy.retry_after(error))
+            if self.policy.exhausted(attempts) and not held:
                 logger.error(
                     "giving up on %d %s event(s) after %d attempts (sink retry max); dead-lettering them: %s",
                     len(batch),
@@ -391,6 +454,33 @@ class BatchDelivery:
                 await self._wait(delay)
 
     # -- bookkeeping ------------------------------------------------------
+
+    def _hold(self, domain: str, meaning: str, error: DeliveryError) -> None:
+        """Hold ``domain``: its requests are retried, never dead-lettered, until one is accepted; logged once."""
+        if domain in self._held:
+            return
+        answer = f"{error.status}: {_printable(error.body or '')[:300]}"
+        self._held[domain] = (meaning, answer, self._clock())
+        metrics.HELD.labels(domain=domain).set(1)
+        logger.error(
+            "holding delivery of %s events: %s (collector answered %s). Nothing is dead-lettered or committed "
+            "meanwhile (Kafka keeps the events); delivery resumes by itself once the collector accepts them",
+            domain,
+            meaning,
+            answer,
+        )
+
+    def _release(self, domain: str) -> None:
+        held = self._held.pop(domain, None)
+        if held is None:
+            return
+        metrics.HELD.labels(domain=domain).set(0)
+        logger.warning(
+            "the collector accepts %s events again after %.0f s held (%s); delivery resumed",
+            domain,
+            self._clock() - held[2],
+            held[0],
+        )
 
     def _heard(self, token: object, accepted: bool) -> None:
         """Note the outcome of an attempt of request ``token`` (kept: the latest of two requests)."""
@@ -443,3 +533,20 @@ def _retry_reason(error: TransientDeliveryError) -> str:
     if is_endpoint_error(error.status):
         return "endpoint"
     return "unavailable"
+
+
+#: the error a held batch's probes back off with (no Retry-After: the policy's own backoff)
+_HOLD = TransientDeliveryError("held: the collector's configuration refuses the events")
+
+
+def _refused_alike(batch: Batch, report: DeliveryReport) -> bool:
+    """True when every event of a batch of several was refused alone, and all the same way."""
+    if len(batch) < 2 or report.delivered or len(report.refused) != len(batch):
+        return False
+    if any(refusal.kind != "refused" for refusal in report.refused):
+        return False
+    return len({refusal_signature(r.status, r.body) for r in report.refused}) == 1
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else " " for ch in text.strip())

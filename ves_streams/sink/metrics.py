@@ -22,6 +22,7 @@ __all__ = [
     "DELIVERED",
     "END_TO_END_LATENCY",
     "ENDPOINT_ACTIVE",
+    "HELD",
     "HTTP_RESPONSES",
     "REQUEST_LATENCY",
     "RETRIES",
@@ -68,13 +69,19 @@ HTTP_RESPONSES = Counter(
 RETRIES = Counter(
     "ves_streams_sink_retries",
     "Delivery attempts that failed transiently and will be retried, by reason "
-    "(unavailable, throttled, endpoint, network)",
+    "(unavailable, throttled, endpoint, network, configuration)",
     ["reason"],
 )
 DEAD_LETTERED = Counter(
     "ves_streams_sink_dead_lettered",
     "Records sent to the dead-letter topic, by reason (malformed, oversize, refused, poisoned, exhausted)",
     ["reason"],
+)
+HELD = Gauge(
+    "ves_streams_sink_held_by_collector",
+    "1 while the collector refuses a domain's events for a reason of its own configuration (delivery of the "
+    "domain held: nothing dead-lettered or committed until it accepts them)",
+    ["domain"],
 )
 ENDPOINT_ACTIVE = Gauge(
     "ves_streams_sink_endpoint_active",
@@ -99,7 +106,7 @@ COMMITS = Counter(
 
 def _zero_fixed_vocabularies() -> None:
     """Create every series of a fixed label vocabulary at 0, so that alerts see its first increase."""
-    for reason in ("unavailable", "throttled", "endpoint", "network"):
+    for reason in ("unavailable", "throttled", "endpoint", "network", "configuration"):
         RETRIES.labels(reason=reason)
     for reason in ("malformed", "oversize", "refused", "poisoned", "exhausted"):
         DEAD_LETTERED.labels(reason=reason)

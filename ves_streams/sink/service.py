@@ -159,6 +159,13 @@ class SinkService(StageLoop):
         delivery = self._delivery
         return 0.0 if delivery is None else delivery.failing_for()
 
+    def held_by_collector(self) -> str | None:
+        """Why delivery is held by the collector's configuration (per domain), or None; for ``/ready``."""
+        held = {} if self._delivery is None else self._delivery.held()
+        if not held:
+            return None
+        return "; ".join(f"{domain} events held: {why}" for domain, why in sorted(held.items()))
+
     def _batch_delivery(self) -> BatchDelivery:
         if self._delivery is None:
             raise RuntimeError("SinkService delivery used before start")

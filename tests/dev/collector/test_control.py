@@ -91,7 +91,7 @@ def test_reset_clears_every_fault(ves_collector: VesCollector) -> None:
     faults = ves_collector.control(reset=True)
     assert faults == {
         "status": None, "delay": 0.0, "reject_event_ids": [], "reject_status": 400,
-        "charset": None, "body_bytes": 0, "echo_auth": False,
+        "charset": None, "body_bytes": 0, "echo_auth": False, "onap_refusal": None, "refuse_domains": [],
     }
     assert send(ves_collector, fault7(event_id="x")).status_code == 202
 
@@ -100,7 +100,7 @@ def test_reset_clears_every_fault(ves_collector: VesCollector) -> None:
     "command",
     [{"status": 200}, {"status": "503"}, {"seconds": 5}, {"count": 0, "status": 503}, {"delay": -1},
      {"reject_event_ids": "x"}, {"stauts": 503}, {}, {"reject_status": 200}, {"charset": 5},
-     {"body_bytes": -1}, {"echo_auth": "yes"}],
+     {"body_bytes": -1}, {"echo_auth": "yes"}, {"onap_refusal": "nope"}, {"refuse_domains": "fault"}],
 )
 def test_malformed_control_commands_are_refused_and_change_nothing(
     ves_collector: VesCollector, command: dict[str, Any]
@@ -163,3 +163,19 @@ def test_stats_count_client_connections(ves_collector: VesCollector) -> None:
     assert ves_collector.stats()["connections"] == 1
     send(ves_collector)
     assert ves_collector.stats()["connections"] == 2
+
+
+def test_onap_configuration_refusals_answer_as_onap_does(ves_collector: VesCollector) -> None:
+    ves_collector.control(onap_refusal="no_stream", refuse_domains=["fault"])
+    refused = send(ves_collector, fault7(event_id="no-stream-1"))
+    assert refused.status_code == 400
+    assert refused.json()["requestError"]["serviceException"]["variables"] == ["No domain defined for stream id", "400"]
+    assert send(ves_collector, heartbeat7()).status_code == 202, "other domains still go through"
+    ves_collector.control(reset=True, onap_refusal="http_with_auth")
+    refused = send(ves_collector)
+    assert (refused.status_code, refused.text) == (400, "Operation not permitted")
+    ves_collector.control(reset=True, onap_refusal="api_version")
+    refused = send(ves_collector)
+    assert (refused.status_code, refused.text) == (400, "API version v7 is not supported")
+    ves_collector.control(reset=True)
+    assert send(ves_collector).status_code == 202

@@ -28,6 +28,18 @@ a real collector or a proxy in front of it says no badly:
                             credentials it carries in the answer's body
 ==========================  ==========================================================
 
+Refusals about the collector's own configuration, as ONAP's collector answers
+them (after the body is read and found valid), until reset:
+
+==============================  ======================================================
+``{"onap_refusal":              400 SVC2000 "No domain defined for stream id" (a domain
+"no_stream"}``                  missing from ``collector.dmaap.streamid``)
+``"http_with_auth"``            400 ``Operation not permitted`` (text; plain HTTP while
+                                auth is on)
+``"api_version"``               400 ``API version vN is not supported``
+``"refuse_domains": ["fault"]`` ... only for events of these domains (default: all)
+==============================  ======================================================
+
 Injected statuses apply after authentication and before the body is read,
 as an overloaded collector or a proxy in front of it would answer.
 """
@@ -43,11 +55,14 @@ from typing import Any
 
 from ves_streams.dev.collector.errors import ControlError
 
-__all__ = ["StatusFault", "FaultInjector", "CollectorStats", "retry_after_header"]
+__all__ = ["ONAP_REFUSALS", "StatusFault", "FaultInjector", "CollectorStats", "retry_after_header"]
+
+#: The configuration refusals ``onap_refusal`` can make.
+ONAP_REFUSALS = frozenset({"no_stream", "http_with_auth", "api_version"})
 
 _CONTROL_KEYS = frozenset(
     {"reset", "status", "seconds", "count", "retry_after", "delay", "reject_event_ids", "reject_status",
-     "charset", "body_bytes", "echo_auth"}
+     "charset", "body_bytes", "echo_auth", "onap_refusal", "refuse_domains"}
 )
 
 
@@ -105,6 +120,8 @@ class FaultInjector:
     charset: str | None = None
     body_bytes: int = 0
     echo_auth: bool = False
+    onap_refusal: str | None = None
+    refuse_domains: frozenset[str] = frozenset()
 
     def apply(self, control: Any) -> dict[str, Any]:
         """Apply one ``/_control`` command; all-or-nothing: a bad command changes nothing and raises ControlError."""
@@ -134,6 +151,14 @@ class FaultInjector:
         if charset is not None and (not isinstance(charset, str) or not charset.isascii() or not charset.isprintable()):
             raise ControlError(f"'charset' must be a printable ASCII string, got {charset!r}")
         body_bytes = _number(control, "body_bytes", minimum=0, integer=True)
+        onap_refusal = control.get("onap_refusal")
+        if onap_refusal is not None and onap_refusal not in ONAP_REFUSALS:
+            raise ControlError(f"'onap_refusal' must be one of {sorted(ONAP_REFUSALS)}, got {onap_refusal!r}")
+        refuse_domains = control.get("refuse_domains")
+        if refuse_domains is not None and (
+            not isinstance(refuse_domains, list) or not all(isinstance(d, str) for d in refuse_domains)
+        ):
+            raise ControlError(f"'refuse_domains' must be a list of strings, got {refuse_domains!r}")
         echo_auth = control.get("echo_auth")
         if echo_auth is not None and not isinstance(echo_auth, bool):
             raise ControlError(f"'echo_auth' must be true or false, got {echo_auth!r}")
@@ -147,6 +172,11 @@ class FaultInjector:
         if reset:
             self.status_fault, self.delay, self.reject_event_ids, self.reject_status = None, 0.0, frozenset(), 400
             self.charset, self.body_bytes, self.echo_auth = None, 0, False
+            self.onap_refusal, self.refuse_domains = None, frozenset()
+        if onap_refusal is not None:
+            self.onap_refusal = onap_refusal
+        if refuse_domains is not None:
+            self.refuse_domains = frozenset(refuse_domains)
         if reject_status is not None:
             self.reject_status = reject_status
         if charset is not None:
@@ -180,6 +210,12 @@ class FaultInjector:
             fault.remaining -= 1
         return fault
 
+    def configuration_refusal(self, domains: set[str]) -> str | None:
+        """The ``onap_refusal`` for a request of these domains, if one is set and applies."""
+        if self.onap_refusal is None or (self.refuse_domains and not domains & self.refuse_domains):
+            return None
+        return self.onap_refusal
+
     def rejected_ids(self, ids: list[str]) -> list[str]:
         return [i for i in ids if i in self.reject_event_ids]
 
@@ -194,6 +230,8 @@ class FaultInjector:
             "charset": self.charset,
             "body_bytes": self.body_bytes,
             "echo_auth": self.echo_auth,
+            "onap_refusal": self.onap_refusal,
+            "refuse_domains": sorted(self.refuse_domains),
         }
 
 

@@ -114,8 +114,41 @@ def _check_content_type(request: web.Request) -> None:
         )
 
 
+class _TextRefusal(RequestRefused):
+    """A refusal whose body is plain text, not a VES ``requestError`` (as some of ONAP's are)."""
+
+    def __init__(self, status: int, text: str, content_type: str) -> None:
+        super().__init__(status, {}, text)
+        self.text = text
+        self.content_type = content_type
+
+
+def _refuse_as_configured(faults: FaultInjector, version: str, events: list[dict[str, Any]]) -> None:
+    """Answer as ONAP's collector does when its configuration refuses the request (``onap_refusal``)."""
+    domains = {str(e.get("commonEventHeader", {}).get("domain")) for e in events}
+    kind = faults.configuration_refusal(domains)
+    if kind == "no_stream":
+        raise RequestRefused(
+            400,
+            service_exception(
+                "SVC2000", "The following service error occurred: %1. Error code is %2",
+                ["No domain defined for stream id", "400"],
+            ),
+            f"no stream id for domain(s) {', '.join(sorted(domains))} (onap_refusal)",
+        )
+    if kind == "http_with_auth":
+        raise _TextRefusal(400, "Operation not permitted", "text/plain")
+    if kind == "api_version":
+        raise _TextRefusal(400, f"API version {version} is not supported", "application/json")
+
+
 def _refusal_response(request: web.Request, refusal: RequestRefused, faults: FaultInjector) -> web.Response:
     """The error answer, misbehaving as ``/_control`` asked (charset, padding, echoed credentials)."""
+    if isinstance(refusal, _TextRefusal):
+        return web.Response(
+            body=refusal.text.encode("utf-8"), status=refusal.status,
+            headers={"Content-Type": f"{refusal.content_type}; charset=utf-8"},
+        )
     answer: dict[str, Any] = dict(refusal.body)
     if faults.echo_auth:
         header = request.headers.get("Authorization", "")
@@ -156,6 +189,7 @@ async def _event_request(request: web.Request) -> web.Response:
         # Schema validation of a big batch takes a while (about 1 ms per
         # measurement event); in a thread, /healthcheck and /_control still answer.
         events = await asyncio.to_thread(accept_request, path, body)
+        _refuse_as_configured(state.faults, request.match_info["version"], events)
         refused_ids = state.faults.rejected_ids(ids)
         if refused_ids:
             reason = f"eventId {', '.join(refused_ids)} refused by /_control"
