@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ves_streams.dev.kafka_commands",
     "ves_streams.notification_relay",
     "ves_streams.alarm_commands",
+    "ves_streams.barometer_settings",
     "ves_streams.dev.replay",
     "ves_streams.dev.run",
 )

@@ -51,7 +51,8 @@ DEFAULT_DLQ_TOPIC = "ves-events-dlq"
 
 VesVersion = Literal["5", "7"]
 
-_LISTENER_SUFFIX = re.compile(r"/eventListener(?:/v[0-9.]+(?:/eventBatch)?)?/?$")
+#: a listener path at the end of a collector URL: ``/eventListener[/vN[.m][/eventBatch | /{topic}]]``
+_LISTENER_SUFFIX = re.compile(r"/eventListener(?:/v(?P<version>[0-9][0-9.]*)(?:/(?P<rest>[^/]+))?)?/?$")
 
 
 def _secret(value: Secret | str | None) -> Secret | None:
@@ -70,6 +71,16 @@ def _normalize_version(value: object) -> VesVersion:
     raise SinkConfigError(f"VES version {value!r} is not supported by the sink: use 7 or 5")
 
 
+def _listener_parts(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its listener path, the path's VES version (None if absent) and topic (None if absent)."""
+    trimmed = url.rstrip("/")
+    match = _LISTENER_SUFFIX.search(trimmed)
+    if match is None:
+        return trimmed, None, None
+    rest = match.group("rest")
+    return trimmed[: match.start()], match.group("version"), rest if rest and rest != "eventBatch" else None
+
+
 def _base_url(setting: str, url: str) -> str:
     """Check a collector URL and strip any event-listener path the user included."""
     parts = urlsplit(url)
@@ -82,7 +93,7 @@ def _base_url(setting: str, url: str) -> str:
         )
     if parts.query or parts.fragment:
         raise SinkConfigError(f"{setting} {url!r}: must not have a query or fragment")
-    return _LISTENER_SUFFIX.sub("", url.rstrip("/"))
+    return _listener_parts(url)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +102,13 @@ class CollectorConfig:
 
     ``url`` is the collector's base URL (``https://ves.example:8443``, or
     with a path prefix); the sink appends ``/eventListener/v7[/eventBatch]``.
-    A URL that already ends in an event-listener path is accepted and the
-    path removed. ``ca_bundle`` verifies the server (system trust store when
-    None); ``client_cert``/``client_key`` enable mutual TLS.
+    A URL may carry the full listener path instead: ``.../eventListener/v7``,
+    ``.../eventListener/v7/eventBatch``, or Barometer's
+    ``{Path}/eventListener/v5/{Topic}``, whose topic then ends the URL of
+    every single-event request (batches go to ``.../eventBatch``). A
+    version in the URL must agree with ``ves_version`` (refused otherwise,
+    naming both). ``ca_bundle`` verifies the server (system trust store
+    when None); ``client_cert``/``client_key`` enable mutual TLS.
     """
 
     url: str
@@ -108,19 +123,32 @@ class CollectorConfig:
     #: Seconds to wait for the TCP/TLS connection.
     connect_timeout: float = 5.0
     ves_version: VesVersion = "7"
+    #: the topic of a Barometer-style URL (``/eventListener/v5/{topic}``) per base URL; set from the URLs
+    topics: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "url", _base_url("collector URL (VES_STREAMS_COLLECTOR_URL)", self.url))
-        if self.backup_url:
-            object.__setattr__(
-                self,
-                "backup_url",
-                _base_url("collector backup URL (VES_STREAMS_COLLECTOR_BACKUP_URL)", self.backup_url),
-            )
-        else:
-            object.__setattr__(self, "backup_url", None)
-        object.__setattr__(self, "password", _secret(self.password))
         object.__setattr__(self, "ves_version", _normalize_version(self.ves_version))
+        topics: list[tuple[str, str]] = []
+        for attribute, setting in (
+            ("url", "collector URL (VES_STREAMS_COLLECTOR_URL)"),
+            ("backup_url", "collector backup URL (VES_STREAMS_COLLECTOR_BACKUP_URL)"),
+        ):
+            value = getattr(self, attribute)
+            if not value:
+                object.__setattr__(self, attribute, None)
+                continue
+            base = _base_url(setting, value)
+            _, version, topic = _listener_parts(value)
+            if version is not None and _normalize_version(version) != self.ves_version:
+                raise SinkConfigError(
+                    f"{setting} {scrub_url(value)!r} names VES version v{version}, but the sink sends VES "
+                    f"{self.ves_version} (VES_STREAMS_VES_VERSION, or the topology's ves_version): make them agree"
+                )
+            if topic is not None:
+                topics.append((base, topic))
+            object.__setattr__(self, attribute, base)
+        object.__setattr__(self, "topics", tuple(topics))
+        object.__setattr__(self, "password", _secret(self.password))
         if self.password is not None and not self.username:
             raise SinkConfigError(
                 "collector password is set but the username is not (VES_STREAMS_COLLECTOR_USERNAME)"
@@ -136,8 +164,9 @@ class CollectorConfig:
         return f"{base}/eventListener/v{self.ves_version}/eventBatch"
 
     def single_url(self, base: str) -> str:
-        """The single-event URL on ``base``."""
-        return f"{base}/eventListener/v{self.ves_version}"
+        """The single-event URL on ``base`` (ending in its topic when the configured URL had one)."""
+        topic = dict(self.topics).get(base)
+        return f"{base}/eventListener/v{self.ves_version}" + (f"/{topic}" if topic else "")
 
     def secrets(self) -> tuple[str, ...]:
         """Strings to mask in anything the collector echoes: the password, and every form it travels in.
