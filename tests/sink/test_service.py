@@ -619,3 +619,36 @@ def test_a_collector_configuration_refusal_holds_delivery_dead_letters_nothing_a
     holding = [r for r in caplog.records if r.getMessage().startswith("holding delivery of fault events")]
     assert len(holding) == 1, "one line a person can act on"
     assert "collector.dmaap.streamid" in holding[0].getMessage()
+
+
+def test_a_collector_echoing_the_credentials_puts_them_in_no_log_line_and_no_dead_letter(
+    kafka: Any, ves_collector_factory: Callable[..., VesCollector], caplog: pytest.LogCaptureFixture
+) -> None:
+    import base64
+
+    password = "echo-Pa55-in-dlq?"
+    basic = base64.b64encode(f"sink:{password}".encode()).decode()
+    collector = ves_collector_factory(username="sink", password=password)
+    topic, dlq = _topics(kafka, "echo", partitions=1)
+    sent = [event("fault", f"host-{i % 3}", i) for i in range(9)]
+    bad = event_id("fault", "host-1", 4)
+    # every error answer echoes the Authorization header and the credentials; one event is refused, one 503 retried
+    collector.control(echo_auth=True, reject_event_ids=[bad], status=503, count=1)
+    config = _config(kafka, topic, CollectorConfig(url=collector.url, username="sink", password=Secret(password)))
+    caplog.set_level(logging.DEBUG)
+
+    async def main() -> list[Any]:
+        await _produce(kafka.bootstrap_servers, topic, sent)
+        async with SinkService(config):
+            await _wait_for(collector, len(sent) - 1)
+            letters = await _read_dlq(kafka.bootstrap_servers, dlq, 1)
+            await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
+        return letters
+
+    letters = asyncio.run(main())
+    [letter] = letters
+    headers = {k: v for k, v in letter.headers}
+    assert b'"echo"' in headers["ves-streams-body"], "the collector did echo the credentials"
+    written = b"".join(v for _k, v in letter.headers) + letter.value + caplog.text.encode()
+    for secret in (password, basic):
+        assert secret.encode() not in written, f"{secret!r} leaked"
