@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ves_streams.notification_relay",
     "ves_streams.alarm_commands",
     "ves_streams.barometer_settings",
+    "ves_streams.dlq_commands",
     "ves_streams.dev.replay",
     "ves_streams.dev.run",
 )
