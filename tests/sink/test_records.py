@@ -103,3 +103,18 @@ def test_unknown_offsets_are_ignored() -> None:
     tracker: OffsetTracker[str] = OffsetTracker()
     tracker.finished("p0", 1)
     assert tracker.committable() == {}
+
+
+def test_an_event_failing_the_ves_schema_is_invalid_with_the_path_of_the_offending_value() -> None:
+    from ves_streams.sink.validation import schema_check
+
+    check = schema_check("7")
+    good = event("fault", "h1", 1)
+    bad = event("fault", "h1", 2)
+    bad["commonEventHeader"]["version"] = 4.1
+    assert isinstance(parse_record(topic="t", partition=0, offset=0, key=b"h1", value=kafka_value(good), check=check),
+                      SinkRecord)  # fmt: skip
+    parsed = parse_record(topic="t", partition=0, offset=1, key=b"h1", value=kafka_value(bad), check=check)
+    assert isinstance(parsed, Malformed) and parsed.kind == "invalid"
+    assert parsed.reason == "event does not conform to the VES 7 schema: event.commonEventHeader.version must be string"
+    assert schema_check("5")(good) is not None, "a VES 7 event is not a VES 5 one"

@@ -652,3 +652,30 @@ def test_a_collector_echoing_the_credentials_puts_them_in_no_log_line_and_no_dea
     written = b"".join(v for _k, v in letter.headers) + letter.value + caplog.text.encode()
     for secret in (password, basic):
         assert secret.encode() not in written, f"{secret!r} leaked"
+
+
+def test_an_event_failing_the_ves_schema_is_dead_lettered_before_it_is_sent(
+    kafka: Any, ves_collector: VesCollector
+) -> None:
+    topic, dlq = _topics(kafka, "invalid", partitions=1)
+    sent = [event("measurement", f"host-{i % 2}", i) for i in range(8)]
+    bad = sent[3]
+    bad["commonEventHeader"]["sequence"] = "three"
+    config = _config(kafka, topic, CollectorConfig(url=ves_collector.url))
+
+    async def main() -> list[Any]:
+        await _produce(kafka.bootstrap_servers, topic, sent)
+        async with SinkService(config):
+            await _wait_for(ves_collector, len(sent) - 1)
+            letters = await _read_dlq(kafka.bootstrap_servers, dlq, 1)
+            await _wait_committed(kafka.bootstrap_servers, config.group_id, topic)
+        return letters
+
+    [letter] = asyncio.run(main())
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["ves-streams-reason"] == (
+        "event does not conform to the VES 7 schema: event.commonEventHeader.sequence must be integer"
+    )
+    assert orjson.loads(letter.value)["event"]["commonEventHeader"]["eventId"] == bad["commonEventHeader"]["eventId"]
+    assert ves_collector.rejected() == [], "the collector never saw it"
+    assert len(ves_collector.events()) == len(sent) - 1

@@ -60,6 +60,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import TopicPartition
 
@@ -71,6 +72,7 @@ from ves_streams.sink.batching import Batch, Batcher, BatchLimits
 from ves_streams.sink.delivery import BatchDelivery, DeliveryReport
 from ves_streams.sink.offsets import OffsetTracker
 from ves_streams.sink.records import DeadLetter, Malformed, SinkRecord, dead_letter, parse_record
+from ves_streams.sink.validation import schema_check
 
 __all__ = ["PRIORITY_DOMAINS", "STOP_GRACE", "DeliveryHandler", "DeliveryOutput"]
 
@@ -110,9 +112,17 @@ class DeliveryHandler(StageHandler):
     """Batches and delivers ``ves-events`` records; see the module docstring."""
 
     def __init__(
-        self, limits: BatchLimits, delivery: Callable[[], BatchDelivery], *, clock: Callable[[], float] = time.monotonic
+        self,
+        limits: BatchLimits,
+        delivery: Callable[[], BatchDelivery],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        validate: bool = True,
     ) -> None:
         self.limits = limits
+        #: check each event against the VES schema of the collector's version before it is sent
+        self.validate = validate
+        self._check: Callable[[Mapping[str, Any]], str | None] | None = None
         #: the delivery, once the HTTP client is started (the sink starts it with the loop)
         self._delivery = delivery
         self._clock = clock
@@ -133,6 +143,14 @@ class DeliveryHandler(StageHandler):
         self._failure: BaseException | None = None
         #: set while stopping: requests in flight may finish, no new one starts
         self._closing = False
+
+    def _schema_check(self) -> Callable[[Mapping[str, Any]], str | None] | None:
+        """The VES schema check of the collector's version (compiled once), or None when validation is off."""
+        if not self.validate:
+            return None
+        if self._check is None:
+            self._check = schema_check(self._delivery().collector.ves_version)
+        return self._check
 
     # -- what the loop asks -----------------------------------------------
 
@@ -171,10 +189,11 @@ class DeliveryHandler(StageHandler):
                 value=message.value,
                 headers=getattr(message, "headers", ()),
                 timestamp_ms=getattr(message, "timestamp", None),
+                check=self._schema_check(),
             )
             if isinstance(parsed, Malformed):
                 logger.warning("dead-lettering %s/%d/%d: %s", parsed.topic, parsed.partition, parsed.offset, parsed.reason)
-                output.add_letter(parsed, dead_letter(parsed, reason=parsed.reason), "malformed")
+                output.add_letter(parsed, dead_letter(parsed, reason=parsed.reason), parsed.kind)
                 continue
             sealed, rejected = self._batcher.add(parsed, now)
             self._ready.extend(_Request.of(batch) for batch in sealed)

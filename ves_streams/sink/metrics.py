@@ -74,7 +74,7 @@ RETRIES = Counter(
 )
 DEAD_LETTERED = Counter(
     "ves_streams_sink_dead_lettered",
-    "Records sent to the dead-letter topic, by reason (malformed, oversize, refused, poisoned, exhausted)",
+    "Records sent to the dead-letter topic, by reason (malformed, invalid, oversize, refused, poisoned, exhausted)",
     ["reason"],
 )
 HELD = Gauge(
@@ -108,7 +108,7 @@ def _zero_fixed_vocabularies() -> None:
     """Create every series of a fixed label vocabulary at 0, so that alerts see its first increase."""
     for reason in ("unavailable", "throttled", "endpoint", "network", "configuration"):
         RETRIES.labels(reason=reason)
-    for reason in ("malformed", "oversize", "refused", "poisoned", "exhausted"):
+    for reason in ("malformed", "invalid", "oversize", "refused", "poisoned", "exhausted"):
         DEAD_LETTERED.labels(reason=reason)
     for kind in ("batch", "single"):
         for outcome in ("accepted", "retried", "refused", "split"):

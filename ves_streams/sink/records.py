@@ -18,7 +18,7 @@ Everything here is pure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,8 @@ class Malformed:
     value: bytes
     headers: Headers
     reason: str
+    #: the dead-letter metric's reason: ``malformed``, or ``invalid`` (fails the VES schema)
+    kind: str = "malformed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,7 @@ def parse_record(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes]] = (),
     timestamp_ms: int | None = None,
+    check: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> SinkRecord | Malformed:
     """Read one ``ves-events`` record; never raises.
 
@@ -114,6 +117,9 @@ def parse_record(
     headers when present, else from ``event.commonEventHeader``. The value is
     always parsed, because an event that is not JSON or has no ``event``
     object must be dead-lettered rather than sent to the collector.
+    ``check`` (:func:`ves_streams.sink.validation.schema_check`) says why
+    an event does not conform to the VES schema; such an event is a
+    :class:`Malformed` of kind ``invalid``.
     """
     hdrs: Headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in headers)
     raw = value if value is not None else b""
@@ -138,6 +144,10 @@ def parse_record(
         domain = json_domain if isinstance(json_domain, str) else None
     if not domain:
         return malformed("event has no domain (no ves-domain header, no commonEventHeader.domain)")
+    if check is not None:
+        problem = check(event)
+        if problem is not None:
+            return Malformed(topic, partition, offset, key, raw, hdrs, problem, kind="invalid")
     event_id = _header(hdrs, EVENT_ID_HEADER)
     if event_id is None:
         json_id = common.get("eventId")
