@@ -115,6 +115,8 @@ def _zero_fixed_vocabularies() -> None:
             BATCHES.labels(kind=kind, outcome=outcome)
     for outcome in ("ok", "failed"):
         COMMITS.labels(outcome=outcome)
+    for domain in ("fault", "heartbeat", "measurement", "measurementsForVfScaling"):  # the shipped topologies' domains
+        HELD.labels(domain=domain).set(0)
 
 
 _zero_fixed_vocabularies()
