@@ -101,4 +101,7 @@ def test_compose_collectd_config_targets_kafka_and_the_relay() -> None:
     relay_port = relay_cmd[relay_cmd.index("--port") + 1]
     assert '"metadata.broker.list" "kafka:9092"' in conf
     assert f"http://relay:{relay_port}/" in conf
+    # the relay listens on the compose network: it asks for the token collectd sends
+    token = re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", SERVICES["relay"]["environment"]["VES_STREAMS_RELAY_TOKEN"])
+    assert token and f'Header "Authorization: Bearer {token}"' in conf
     assert re.search(r"^\s*Format JSON", conf, flags=re.M)

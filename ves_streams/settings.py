@@ -312,6 +312,8 @@ class Settings:
     )
     collector_username: str | None = field(default=None, metadata=_env("COLLECTOR_USERNAME", _text))
     collector_password: Secret | None = field(default=None, metadata=_env("COLLECTOR_PASSWORD", _secret))
+    # The notification relay's bearer token (ves-streams relay; collectd's write_http sends it)
+    relay_token: Secret | None = field(default=None, metadata=_env("RELAY_TOKEN", _secret))
     # Basic credentials to an http:// collector cross the network in clear: refused unless this says so
     collector_basic_over_http: bool = field(
         default=False, metadata=_env("COLLECTOR_ALLOW_BASIC_OVER_HTTP", _bool)

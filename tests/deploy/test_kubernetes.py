@@ -689,6 +689,21 @@ def test_the_relay_publishes_where_the_workers_read() -> None:
             assert Settings.from_env({"VES_STREAMS_BROKER": flag(argv, "--broker") or ""}).broker == settings.broker
 
 
+def test_the_relay_asks_for_the_secrets_token_and_refuses_to_run_open_without_it() -> None:
+    from ves_streams.notification_relay import RelayAccess, exposure_error
+
+    (relay,) = [c for _, c in _cli_containers() if argv_of(c)[1] == "relay"]
+    host = flag(resolved_argv(relay), "--host") or ""
+    env = resolve_env(relay, EXAMPLE_SECRETS)
+    # the Kafka pair needs its mechanism and, without a CA file, its protocol (configmap.yaml)
+    env.update(VES_STREAMS_KAFKA_SASL_MECHANISM="SCRAM-SHA-512", VES_STREAMS_KAFKA_SECURITY_PROTOCOL="SASL_SSL")
+    with_token = Settings.from_env(env)
+    assert with_token.relay_token is not None
+    assert exposure_error(host, RelayAccess(token=with_token.relay_token), None, False) is None
+    without = Settings.from_env(resolve_env(relay))
+    assert without.relay_token is None and exposure_error(host, RelayAccess(), None, False) is not None
+
+
 # --------------------------------------------------------------------------
 # resources, selectors, disruption budgets, services
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 
 from tests.plugins.kafka import create_topics, new_topic_name
 from ves_streams.collectd import parse_notifications, parse_value_lists
@@ -66,15 +67,19 @@ def test_collectd_write_kafka_publishes_parseable_randomly_keyed_value_lists(kaf
 
 
 def test_collectd_notifications_reach_kafka_through_the_relay(kafka, collectd_factory, notification_relay_factory) -> None:
+    """collectd's write_http sends the relay's bearer token (``Header``), and the relay lets it through."""
     values_topic, notes_topic = new_topic_name("collectd"), new_topic_name("notifications")
     create_topics(kafka.bootstrap_servers, [values_topic, notes_topic], partitions=2)
-    relay_url = notification_relay_factory(kafka.bootstrap_servers, notes_topic)
+    token = "e2e-relay-token"
+    relay_url = notification_relay_factory(kafka.bootstrap_servers, notes_topic, {"VES_STREAMS_RELAY_TOKEN": token})
+    assert requests.post(relay_url, data=b"[]", timeout=5).status_code == 401  # no token, no entry
     collectd_factory(
         bootstrap_servers=kafka.bootstrap_servers,
         values_topic=values_topic,
         hostname="notify-host",
         interval=1.0,
         notification_url=relay_url,
+        notification_token=token,
     )
     records = _consume(kafka.bootstrap_servers, notes_topic, lambda r: len(r) >= 2, timeout=30)
     notes = [n for r in records for n in parse_notifications(r.value)]

@@ -61,6 +61,8 @@ class CollectdConfig:
     interval: float = 2.0
     values_topic: str = "collectd"
     notification_url: str | None = None
+    #: the relay's bearer token, sent by write_http as ``Authorization: Bearer <token>``
+    notification_token: str | None = None
     load_warning_max: float = 0.000001
     load_failure_max: float | None = None
     plugins: tuple[str, ...] = ("cpu", "memory", "load", "interface", "disk", "df", "processes", "uptime", "swap")
@@ -111,6 +113,7 @@ class CollectdConfig:
                 "<Plugin write_http>",
                 '  <Node "notifications">',
                 f'    URL "{self.notification_url}"',
+                *([f'    Header "Authorization: Bearer {self.notification_token}"'] if self.notification_token else []),
                 '    Format "JSON"',
                 "    Metrics false",
                 "    Notifications true",
