@@ -222,6 +222,7 @@ class WorkerProcess(BenchProcess):
         env = {k: v for k, v in os.environ.items() if not k.startswith("VES_STREAMS_")}
         env.update(settings)
         env["VES_STREAMS_WEB_PORT"] = str(web_port)
+        env.setdefault("VES_STREAMS_WEB_BIND", "127.0.0.1")  # the bench asks 127.0.0.1
         env.setdefault("PYTHONUNBUFFERED", "1")
         command = ["-m", "faust", "-A", "ves_streams", "worker", "-l", "warn", "--web-port", str(web_port)]
         if profile is not None:

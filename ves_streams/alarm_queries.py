@@ -21,7 +21,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ves_streams.secret import Secret
 from ves_streams.stages.alarms import AlarmState
+from ves_streams.web_access import forward_headers, forwardable, refused
 
 __all__ = ["register_alarm_views"]
 
@@ -37,22 +39,26 @@ def register_alarm_views(
     active: Callable[[], list[AlarmState]],
     peers: Callable[[], Iterable[str]],
     own_url: Callable[[], str],
+    token: Secret | None = None,
 ) -> None:
-    """Add ``GET /alarms`` to the worker's web server (see the module docstring)."""
+    """Add ``GET /alarms`` to the worker's web server (see the module docstring); ``token``: the bearer token asked for."""
 
     @app.page("/alarms")
     async def alarms(self: Any, request: Any) -> Any:
+        denied = refused(self, request, token)
+        if denied is not None:
+            return denied
         url = own_url()
         mine = [state.to_json() | {"worker": url} for state in active()]
         if request.query.get(FORWARDED) is not None:
             return self.json({"worker": url, "alarms": mine})
         workers: dict[str, str] = {url: "ok"}
         try:
-            others = sorted({p.rstrip("/") for p in peers()} - {url})
+            others = sorted({p.rstrip("/") for p in peers() if forwardable(p)} - {url})
         except Exception as exc:  # no assignment yet (starting, rebalancing): answer for this worker
             log.info("GET /alarms: the other workers are not known now: %s", exc)
             others, workers["others"] = [], f"not known now: {type(exc).__name__}"
-        answers = await asyncio.gather(*(_ask(other) for other in others))
+        answers = await asyncio.gather(*(_ask(other, token) for other in others))
         listed = list(mine)
         for other, (problem, found) in zip(others, answers):
             workers[other] = problem or "ok"
@@ -61,14 +67,14 @@ def register_alarm_views(
         return self.json({"worker": url, "count": len(listed), "alarms": listed, "workers": workers})
 
 
-async def _ask(worker: str) -> tuple[str | None, list[dict[str, Any]]]:
+async def _ask(worker: str, token: Secret | None = None) -> tuple[str | None, list[dict[str, Any]]]:
     """``(problem or None, alarms)`` of another worker."""
     import aiohttp
 
     try:
         timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(f"{worker}/alarms", params={FORWARDED: "1"}) as response:
+            async with session.get(f"{worker}/alarms", params={FORWARDED: "1"}, headers=forward_headers(token)) as response:
                 body = await response.json(content_type=None)
                 if response.status != 200 or not isinstance(body, dict):
                     return f"answered {response.status}", []

@@ -124,7 +124,11 @@ def create_app(settings: Settings, topology: Any = None) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(0.5, settings.session_timeout / 4),
         web_port=settings.web_port,
+        web_bind=settings.web_bind_address(),  # not every interface (web_access.py)
         **({"web_host": settings.web_host} if settings.web_host else {}),
+        # Faust's table and router views answer anyone who reaches the port: ours ask for the token
+        web_router_enabled=False,
+        web_tables_enabled=False,
         web_enabled=True,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",

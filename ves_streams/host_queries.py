@@ -17,7 +17,9 @@ workers already keep (the host index of their active samples partitions):
   (a rebalance) is a 503.
 
 The views read the index only; they never touch Kafka, and a forwarded
-request is not forwarded again.
+request is not forwarded again. With ``VES_STREAMS_WEB_TOKEN`` they ask for
+it, pass it on when forwarding, and forward only to a plain URL a group
+member announced (:mod:`ves_streams.web_access`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ves_streams.secret import Secret
 from ves_streams.state import HostIndex
+from ves_streams.web_access import forward_headers, forwardable, refused
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "HostDirectory", "register_host_views"]
 
@@ -56,6 +60,8 @@ class HostDirectory:
     own_url: Callable[[], str]
     #: why the state cannot be read now (recovering, rebalancing), or None
     unavailable: Callable[[], str | None] = lambda: None
+    #: the bearer token the views ask for (None: none)
+    token: Secret | None = None
 
     @property
     def url(self) -> str:
@@ -121,6 +127,9 @@ def register_host_views(app: Any, directory: HostDirectory) -> None:
 
     @app.page("/hosts")
     async def hosts(self: Any, request: Any) -> Any:
+        denied = refused(self, request, directory.token)
+        if denied is not None:
+            return denied
         problem = directory.unavailable()
         if problem:
             return self.json({"error": problem, "worker": directory.url}, status=503)
@@ -132,6 +141,9 @@ def register_host_views(app: Any, directory: HostDirectory) -> None:
 
     @app.page("/hosts/{name}")
     async def host(self: Any, request: Any, name: str) -> Any:
+        denied = refused(self, request, directory.token)
+        if denied is not None:
+            return denied
         partition, owner = directory.locate(name)
         forwarded = request.query.get(FORWARDED) is not None
         if owner == directory.url:
@@ -145,13 +157,17 @@ def register_host_views(app: Any, directory: HostDirectory) -> None:
                       else f"this worker does not own it (forwarded here, owner {owner})")  # fmt: skip
             return self.json({"error": f"host {name!r} is in partition {partition}: {reason}",
                               "host": name, "partition": partition, "asked": directory.url}, status=503)  # fmt: skip
-        status, body = await _forward(owner, name)
+        if not forwardable(owner):
+            return self.json({"error": f"host {name!r} is in partition {partition}, whose owner announced "
+                                       f"{owner!r}, which is not a plain http(s)://host:port: not forwarded",
+                              "host": name, "partition": partition, "asked": directory.url}, status=502)  # fmt: skip
+        status, body = await _forward(owner, name, directory.token)
         if isinstance(body, dict):
             body["asked"] = directory.url
         return self.json(body, status=status)
 
 
-async def _forward(owner: str, name: str) -> tuple[int, Any]:
+async def _forward(owner: str, name: str, token: Secret | None = None) -> tuple[int, Any]:
     """Ask the owning worker; ``(status, body)``, or a 502/504 naming it when it does not answer."""
     import asyncio
     from urllib.parse import quote
@@ -162,7 +178,7 @@ async def _forward(owner: str, name: str) -> tuple[int, Any]:
     try:
         timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(url, params={FORWARDED: "1"}) as response:
+            async with session.get(url, params={FORWARDED: "1"}, headers=forward_headers(token)) as response:
                 return response.status, await response.json(content_type=None)
     except asyncio.TimeoutError:
         return 504, {"error": f"the owner of host {name!r}, {owner}, did not answer within {FORWARD_TIMEOUT:g} s",

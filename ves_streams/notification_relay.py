@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import ipaddress
 import logging
 import signal
@@ -54,6 +53,7 @@ from aiokafka.errors import KafkaError
 from ves_streams.collectd import MAX_MESSAGE_BYTES, MalformedInput, split_notifications_by_host
 from ves_streams.runtime.kafka import KafkaConnection
 from ves_streams.secret import Secret
+from ves_streams.web_access import bearer_matches
 
 __all__ = ["RelayAccess", "exposure_error", "keyed_messages", "make_relay_app", "run_relay", "register"]
 
@@ -81,12 +81,7 @@ class RelayAccess:
 
     def authorized(self, header: str | None) -> bool:
         """True when no token is asked for, or ``header`` is ``Bearer <the token>`` (constant-time compare)."""
-        if self.token is None:
-            return True
-        if not header or not header.startswith("Bearer "):
-            return False
-        given = header[len("Bearer ") :].strip().encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(given, self.token.reveal().encode("utf-8", "surrogateescape"))
+        return bearer_matches(self.token, header)
 
 
 def exposure_error(host: str, access: RelayAccess, client_ca: Path | None, insecure: bool) -> str | None:

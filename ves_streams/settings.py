@@ -342,6 +342,11 @@ class Settings:
     # The name other workers reach this one's web server by (GET /hosts/{name} forwards there);
     # None: the machine's hostname (Faust's default). On Kubernetes: the pod's DNS name.
     web_host: str | None = field(default=None, metadata=_env("WEB_HOST", _text))
+    # The address the web server listens on; None: the address web_host (else the hostname) resolves
+    # to, the pod's on Kubernetes, never every interface unless said ("0.0.0.0")
+    web_bind: str | None = field(default=None, metadata=_env("WEB_BIND", _text))
+    # Bearer token /hosts and /alarms ask for (probes and /metrics stay open); None: no token asked
+    web_token: Secret | None = field(default=None, metadata=_env("WEB_TOKEN", _secret))
     partitions: int = field(default=4, metadata=_env("PARTITIONS", _int_in(1, 10_000, "a whole number of partitions (1 or more)")))
     replication: int = field(default=1, metadata=_env("REPLICATION", _int_in(1, 100, "a replication factor (1 or more)")))
     # 0, Kafka Streams' default: a Faust standby applies the other workers'
@@ -555,6 +560,23 @@ class Settings:
                     )
 
     # ------------------------------------------------------------------
+
+    def web_bind_address(self) -> str:
+        """Where the web server listens: :attr:`web_bind`, else the address this worker is reached at.
+
+        Resolved when called (not at import): ``web_host``, else the
+        machine's hostname; a name that does not resolve gives loopback, so
+        the server is never open on every interface by accident.
+        """
+        if self.web_bind:
+            return self.web_bind
+        import socket
+
+        name = self.web_host or socket.gethostname()
+        try:
+            return socket.gethostbyname(name)
+        except OSError:
+            return "127.0.0.1"
 
     @property
     def kafka_security_protocol(self) -> str:

@@ -138,6 +138,7 @@ class Worker:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), base.get("PYTHONPATH", "")])),
             "VES_STREAMS_DATA_DIR": str(workdir / f"{name}-data"),
             "VES_STREAMS_WEB_PORT": str(self.web_port),
+            "VES_STREAMS_WEB_BIND": "127.0.0.1",  # what the tests ask (the default is the host's address)
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -68,3 +68,34 @@ def test_either_worker_lists_its_own_hosts_and_answers_for_any_host_naming_its_o
         unknown = w.get("/hosts/no-such-host", timeout=10)
         assert unknown.status_code == 404
         assert "unknown host 'no-such-host'" in unknown.json()["error"]
+
+
+def test_a_worker_listens_only_where_told_asks_for_its_token_and_serves_no_faust_table_views(
+    start_worker: Callable[..., Worker]
+) -> None:
+    import requests
+
+    token = "web-t0ken-hunter2"
+    worker = start_worker("guarded", wait=False, VES_STREAMS_WEB_BIND="127.0.0.2", VES_STREAMS_WEB_TOKEN=token)
+    base = f"http://127.0.0.2:{worker.web_port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if requests.get(f"{base}/ready", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert worker.running and time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.25)
+    with pytest.raises(requests.ConnectionError):  # not on every interface: not on 127.0.0.1
+        requests.get(f"http://127.0.0.1:{worker.web_port}/ready", timeout=2)
+    assert requests.get(f"{base}/metrics", timeout=5).status_code == 200  # probes and scrapes stay open
+    for path in ("/hosts", "/hosts/some-host", "/alarms"):
+        refused = requests.get(f"{base}{path}", timeout=5)
+        assert refused.status_code == 401, (path, refused.text)
+        assert requests.get(f"{base}{path}", headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+        allowed = requests.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert allowed.status_code in (200, 404), (path, allowed.text)  # 404: an unknown host, answered
+    for path in ("/router/", "/table/samples-state/"):
+        assert requests.get(f"{base}{path}", timeout=5).status_code == 404, path
+    assert token not in worker.log_text()

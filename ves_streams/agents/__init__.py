@@ -129,12 +129,14 @@ def register_processing(
         owners=lambda: faust_compat.partition_owners(app, table.changelog_topic.get_topic_name()),
         own_url=lambda: faust_compat.own_url(app),
         unavailable=processing_ready,
+        token=settings.web_token,
     ))  # fmt: skip
 
     if isinstance(faults_loop.handler, faults.FaultsHandler) and faults_loop.handler.alarms is not None:
         metrics.active_alarms.set_function(lambda handler=faults_loop.handler: len(handler.active_alarms()))
         register_alarm_views(app, faults_loop.handler.active_alarms, lambda: set(faust_compat.partition_owners(
-            app, table.changelog_topic.get_topic_name()).values()), lambda: faust_compat.own_url(app))  # fmt: skip
+            app, table.changelog_topic.get_topic_name()).values()), lambda: faust_compat.own_url(app),
+            settings.web_token)  # fmt: skip
 
     sources = {topics.names.samples}
 

@@ -183,6 +183,7 @@ def run(plan: RunPlan, *, feed: str) -> int:
         env.setdefault("VES_STREAMS_INTERVAL", str(plan.interval))
         env.setdefault("VES_STREAMS_DATA_DIR", str(plan.run_dir / "worker-data"))
         env.setdefault("VES_STREAMS_WEB_PORT", str(plan.web_port))
+        env.setdefault("VES_STREAMS_WEB_BIND", "127.0.0.1")  # this machine's own: make run's endpoints are local
         print(f"[3/4] worker (faust -A ves_streams worker), topology {env['VES_STREAMS_TOPOLOGY']}", flush=True)
         procs.start(
             "worker",
