@@ -6,11 +6,14 @@ Read in this order, each module owning one step:
   batching limits, retry policy, Kafka security) and ``from_settings``;
 * ``records``   a Kafka record -> :class:`~ves_streams.sink.records.SinkRecord`
   or a reason to dead-letter it; dead-letter records;
+* ``validation`` each event against the VES schema of the collector's version;
 * ``batching``  one domain per batch, per-host order within a domain, count/byte/linger limits;
 * ``retry``     which failures retry, how long to wait, primary/backup URL;
+* ``refusals``  a refusal about the collector's configuration (held) or the events;
 * ``client``    ``requests`` on a dedicated thread: POST, TLS, Basic auth;
 * ``delivery``  one batch to the collector: retries, failover, event-by-event
-  fallback when a batch is refused;
+  fallback when a batch is refused, splitting a batch the collector singles
+  out, holds while its configuration refuses;
 * ``offsets``   what may be committed (the contiguous finished prefix);
 * ``service``   :class:`SinkService`, the ``mode.Service`` that owns the
   consumer, the DLQ producer and the HTTP client and runs the loop;
