@@ -752,3 +752,23 @@ def test_without_known_partitions_or_with_exactly_once_a_windows_events_go_one_b
     pipeline.plain_producer = lambda: _BatchProducer(partitions=4)  # type: ignore[method-assign]
     run(pipeline.publish_events(records))
     assert pipeline.events() == records
+
+
+def test_a_value_list_too_large_for_a_samples_record_is_dead_lettered_and_the_rest_go_on() -> None:
+    """collectd's 1 MiB input limit is above what the broker's default max.message.bytes takes with a key."""
+    limit = 1048588  # Kafka's default
+    big = values_json("big", 1000.0)
+    n = 74_800  # ~1 MiB of values, dsnames and dstypes: under collectd's limit, over a record's
+    big.update(values=[1] * n, dsnames=["v"] * n, dstypes=["gauge"] * n)
+    raw = orjson.dumps([big])
+    assert limit - 2048 < len(raw) < 1024 * 1024
+    small = orjson.dumps([values_json("small", 1000.0)])
+    out = ingest_batch([message(raw, offset=1), message(small, offset=2)], 4, now=1000.0, max_record_bytes=limit)
+    assert [vl.host for r in out.records for vl in parse_value_lists(r.value)] == ["small"]
+    [letter] = out.dead_letters
+    reason = dict(letter.headers)["ves-streams-reason"]
+    assert b"max.message.bytes 1048588" in reason and b"'big'" in reason
+    assert all(len(r.value) <= limit for r in out.records)
+    # where the topic takes more, it is a record like any other
+    roomy = ingest_batch([message(raw, offset=1)], 4, now=1000.0, max_record_bytes=4 * 1024 * 1024)
+    assert roomy.dead_letters == [] and roomy.value_lists == 1

@@ -82,7 +82,13 @@ def test_poison_messages_are_dead_lettered_while_good_traffic_flows(
     dlq = kafka_io.reader([names.dlq])
 
     deep = b"[" * 200 + b"]" * 200
+    # just under collectd's 1 MiB input limit: its samples record would be over the samples topic's
+    # max.message.bytes (the broker's default), refused on every retry, and ingest would stall
+    n = 74_800
+    huge = {**orjson.loads(host_messages("huge", time.time(), 60.0)[0])[0], "values": [1] * n,
+            "dsnames": ["v"] * n, "dstypes": ["gauge"] * n}  # fmt: skip
     poisons_values = {
+        "just under 1 MiB": orjson.dumps([huge]),
         "not json": b"this is not json",
         "wrong shape": orjson.dumps([{"values": [1], "host": "x"}]),
         "10 MB": b"[" + b" " * (10 * 1024 * 1024) + b"]",
@@ -130,6 +136,7 @@ def test_poison_messages_are_dead_lettered_while_good_traffic_flows(
     assert b"nested deeper" in reasons["notifications: deep"].headers["ves-streams-reason"]
     assert b"unknown severity" in reasons["notifications: wrong shape"].headers["ves-streams-reason"]
     assert b"empty" in reasons["values: empty"].headers["ves-streams-reason"]
+    assert b"max.message.bytes 1048588" in reasons["values: just under 1 MiB"].headers["ves-streams-reason"]
     # the original bytes are kept
     assert reasons["values: invalid utf-8"].value == poisons_values["invalid utf-8"]
     assert reasons["values: wrong shape"].value == poisons_values["wrong shape"]

@@ -172,6 +172,46 @@ def test_a_refused_produce_is_retried_polling_and_offsets_are_committed_only_aft
     asyncio.run(scenario())
 
 
+async def _refuse_large(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=REFUSING_LARGE)])
+    finally:
+        await admin.close()
+
+
+def test_a_batch_refused_for_good_after_earlier_writes_does_not_stall_the_partition_once_it_passes(kafka: Any) -> None:
+    """A non-retriable refusal (too large) after acknowledged writes: a new producer makes the next attempt.
+
+    The refused batch's sequence numbers stay counted in the old idempotent
+    producer, so the broker refused every later write to that partition.
+    """
+    bootstrap = kafka.bootstrap_servers
+    t = Topics("stall")
+
+    async def scenario() -> None:
+        await create_topics_async(bootstrap, [t.input, t.dlq, t.events], partitions=1)
+        handler = EchoHandler()
+        loop = _loop(_spec(t), handler, bootstrap)
+        await loop.start()
+        try:
+            await _produce(bootstrap, t.input, [b"before-1", b"before-2"])
+            await _until(lambda: loop.handled.get(TopicPartition(t.input, 0)) == 2, 60, "the first writes")
+            await _refuse_large(bootstrap, t.events)
+            await _produce(bootstrap, t.input, [b"x" * LARGE])
+            await _until(lambda: loop.failed_attempts >= 2, 60, "refused attempts")
+            await _accept_writes(bootstrap, t.events)
+            await _produce(bootstrap, t.input, [b"after"])
+            await _until(lambda: loop.handled.get(TopicPartition(t.input, 0)) == 4, 60, "writes after the refusal")
+        finally:
+            await loop.stop()
+        delivered = await _read_all(bootstrap, t.events)
+        assert set(delivered) == {b"before-1", b"before-2", b"x" * LARGE, b"after"}
+
+    asyncio.run(scenario())
+
+
 def test_a_revoke_abandons_the_batch_in_flight_and_the_new_owner_redoes_it(kafka: Any) -> None:
     bootstrap = kafka.bootstrap_servers
     t = Topics("revoke")

@@ -193,10 +193,16 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
         "on_retry": lambda stage: pipeline.metrics.stage_retries.labels(stage).inc(),
     }
 
+    values_handler = repartition.ValuesHandler(pipeline.samples_partitions, pipeline.metrics, pipeline.render_priority.wait)
+
     async def prepare_values() -> None:
         # Faust created the input topics while agents subscribed to them; now we do.
         await pipeline.topics.values.maybe_declare()
         await pipeline.topics.ensure_outputs()
+        # no samples record the broker would refuse as too large (stages/repartition.py)
+        from ves_streams.runtime.topic_limits import max_message_bytes
+
+        values_handler.max_record_bytes = await max_message_bytes(kafka.bootstrap_servers, kafka.client_kwargs, names.samples)
 
     async def prepare_faults() -> None:
         await pipeline.topics.notifications.maybe_declare()
@@ -214,11 +220,7 @@ def stage_loops(pipeline: Pipeline, side_loop: SideLoop) -> tuple[StageLoop, Sta
                                    like=names.notifications, replication=settings.replication,
                                    configs=ALARMS_CHANGELOG_CONFIG)  # fmt: skip
 
-    values = StageLoop(
-        values_spec,
-        repartition.ValuesHandler(pipeline.samples_partitions, pipeline.metrics, pipeline.render_priority.wait),
-        prepare=prepare_values, **connection,
-    )  # fmt: skip
+    values = StageLoop(values_spec, values_handler, prepare=prepare_values, **connection)
     fault_loop = StageLoop(
         faults_spec, faults.FaultsHandler(pipeline, _alarm_keeping(pipeline, kafka, lambda: fault_loop)),
         prepare=prepare_faults_and_alarms, **connection,

@@ -538,6 +538,11 @@ class StageLoop(Service):
             except (KafkaError, asyncio.TimeoutError) as exc:
                 attempt += 1
                 self.failed_attempts += 1
+                if isinstance(exc, KafkaError) and not exc.retriable:
+                    # A refused record batch (too large, invalid) leaves the idempotent producer's
+                    # sequence numbers counting it, and the broker answers OUT_OF_ORDER_SEQUENCE_NUMBER
+                    # to every later write of that partition: a new producer does the next attempt.
+                    self._renew = True
                 if self._on_retry is not None:
                     self._on_retry(self.spec.name)
                 delay = min(RETRY_MAX, RETRY_INITIAL * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)

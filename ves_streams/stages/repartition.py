@@ -37,6 +37,12 @@ What it guarantees (with the loop's commit-after-ack):
   :data:`MAX_SAMPLE_INTERVAL`, is dead-lettered with the reason
   (:func:`sample_time_error`). Held, it would sit in a window no tick
   renders for hours, or keep its series fresh as long.
+* **No record the broker refuses as too large**: a value list whose record
+  would exceed the samples topic's ``max.message.bytes`` (read from the
+  broker at start, :mod:`ves_streams.runtime.topic_limits`) is dead-lettered
+  with the reason. Produced, it would be refused on every retry and stall
+  its partitions. (collectd's input limit, 1 MiB, is above the broker's
+  default once a record's key and headers are added.)
 * **The event loop stays responsive**: a batch is parsed in chunks of
   :data:`PARSE_CHUNK` records with a yield between them, so faults, the
   sink and the render ticks of the same worker never wait a whole batch.
@@ -95,6 +101,10 @@ INGEST_COMMIT_EVERY = 0.25
 #: minutes; a value is fresh for twice its interval, so a larger one would keep a series
 #: (and a host) rendered long after it stopped reporting.
 MAX_SAMPLE_INTERVAL = 86400.0
+#: What a samples record adds to its value list's bytes at most: the key (a host name, at most
+#: 1 KiB), the headers and the record batch's framing. A value list over the topic's
+#: max.message.bytes less this is dead-lettered.
+RECORD_OVERHEAD_BYTES = 2048
 
 
 def sample_time_error(vl: ValueList, now: float) -> str | None:
@@ -142,7 +152,11 @@ def _items(raw: bytes, value_lists: list[ValueList]) -> Iterator[tuple[str, byte
 
 
 def ingest_batch(
-    messages: Sequence[InputMessage], partitions: int, faults_context: FaultRouting | None = None, now: float | None = None
+    messages: Sequence[InputMessage],
+    partitions: int,
+    faults_context: FaultRouting | None = None,
+    now: float | None = None,
+    max_record_bytes: int | None = None,
 ) -> IngestBatch:
     """Parse a batch of collectd records: samples records per host, dead letters for the rest.
 
@@ -154,7 +168,7 @@ def ingest_batch(
     """
     batch = IngestBatch()
     items: list[tuple[str, bytes]] = []
-    _parse_into(batch, items, messages, faults_context, time.time() if now is None else now)
+    _parse_into(batch, items, messages, faults_context, time.time() if now is None else now, max_record_bytes)
     batch.records = list(samples_records(items, partitions))
     return batch
 
@@ -165,6 +179,7 @@ async def ingest_batch_yielding(
     faults_context: FaultRouting | None = None,
     chunk: int = PARSE_CHUNK,
     now: float | None = None,
+    max_record_bytes: int | None = None,
 ) -> IngestBatch:
     """:func:`ingest_batch`, yielding to the event loop every ``chunk`` records.
 
@@ -177,7 +192,8 @@ async def ingest_batch_yielding(
     for start in range(0, len(messages), chunk):
         if start:
             await asyncio.sleep(0)
-        _parse_into(batch, items, messages[start : start + chunk], faults_context, time.time() if now is None else now)
+        _parse_into(batch, items, messages[start : start + chunk], faults_context, time.time() if now is None else now,
+                    max_record_bytes)  # fmt: skip
     batch.records = list(samples_records(items, partitions))
     return batch
 
@@ -188,6 +204,7 @@ def _parse_into(
     messages: Sequence[InputMessage],
     faults_context: FaultRouting | None,
     now: float,
+    max_record_bytes: int | None = None,
 ) -> None:
     notifications = faults_context.topics.names.notifications if faults_context is not None else None
     for message in messages:
@@ -208,12 +225,28 @@ def _parse_into(
         else:
             reason = _times_error(value_lists, now)
             if reason is None:
-                batch.value_lists += len(value_lists)
-                items.extend(_items(raw, value_lists))
-                continue
+                made = list(_items(raw, value_lists))
+                reason = _size_error(made, max_record_bytes)
+                if reason is None:
+                    batch.value_lists += len(value_lists)
+                    items.extend(made)
+                    continue
         source = deadletter.Source(message.topic, message.partition, message.offset)
         batch.dead_letters.append(deadletter.malformed_input(message.key, raw, reason, STAGE, source))
         batch.malformed_values += 1
+
+
+def _size_error(items: Sequence[tuple[str, bytes]], max_record_bytes: int | None) -> str | None:
+    """Why one of ``items`` cannot be a samples record of its own, or None."""
+    if max_record_bytes is None:
+        return None
+    limit = max_record_bytes - RECORD_OVERHEAD_BYTES
+    for host, item in items:
+        if len(item) > limit:
+            return (f"value list of {host!r}: {len(item)} bytes, more than a samples record may carry "
+                    f"({limit} bytes: the samples topic's max.message.bytes {max_record_bytes} less its key, "
+                    "headers and framing)")  # fmt: skip
+    return None
 
 
 def _times_error(value_lists: Sequence[ValueList], now: float) -> str | None:
@@ -232,6 +265,8 @@ class ValuesHandler(StageHandler):
     ) -> None:
         #: the samples topic's partition count (the broker's, once known)
         self.partitions = partitions
+        #: the samples topic's max.message.bytes (read from the broker before the first batch)
+        self.max_record_bytes: int | None = None
         self.metrics = metrics
         #: awaited before each fetch (the worker's renders go first: agents/render_priority.py)
         self.wait_turn = wait_turn
@@ -241,7 +276,7 @@ class ValuesHandler(StageHandler):
             await self.wait_turn()
 
     async def handle(self, messages: Sequence[InputMessage]) -> IngestBatch:
-        batch = await ingest_batch_yielding(messages, self.partitions())
+        batch = await ingest_batch_yielding(messages, self.partitions(), max_record_bytes=self.max_record_bytes)
         for topic, count in batch.counts.items():
             self.metrics.messages_in.labels(topic).inc(count)
         return batch
