@@ -395,6 +395,8 @@ class Settings:
     )
 
     sink_batching: bool = field(default=True, metadata=_env("SINK_BATCHING", _bool, header="sink.batching"))
+    # Each event checked against its VES schema before it leaves (sink/validation.py); off saves its CPU
+    sink_validate: bool = field(default=True, metadata=_env("SINK_VALIDATE", _bool))
     sink_batch_max_events: int = field(
         default=100,
         metadata=_env("SINK_BATCH_MAX_EVENTS", _int_in(1, 100_000, "a whole number of events (1 or more)"), header=("sink.batch_max_events", "sink.batch_size")),

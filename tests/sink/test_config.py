@@ -75,3 +75,14 @@ def test_settings_without_a_collector_url_is_refused() -> None:
 
     with pytest.raises(SinkConfigError, match="VES_STREAMS_COLLECTOR_URL"):
         SinkConfig.from_settings(Bare())
+
+
+def test_schema_validation_before_sending_is_on_unless_turned_off() -> None:
+    from ves_streams.sink.handler import DeliveryHandler
+    from ves_streams.sink.service import SinkService
+
+    assert SinkConfig.from_settings(_settings()).validate is True
+    off = SinkConfig.from_settings(_settings(SINK_VALIDATE="false"))
+    assert off.validate is False
+    handler = SinkService(off).handler  # the handler the sink runs checks nothing
+    assert isinstance(handler, DeliveryHandler) and handler._schema_check() is None  # noqa: SLF001

@@ -208,6 +208,8 @@ class SinkConfig:
     session_timeout_ms: int = 10_000
     #: aiokafka's max.poll.interval.ms; the sink polls (paused) while it waits, so an outage never expires it.
     max_poll_interval_ms: int = 300_000
+    #: Each event checked against its VES schema before it leaves (``VES_STREAMS_SINK_VALIDATE``).
+    validate: bool = True
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers:
@@ -287,6 +289,7 @@ class SinkConfig:
             session_timeout_ms=int(float(get("session_timeout", 10.0)) * 1000),
             max_poll_interval_ms=int(float(get("max_poll_interval", 300.0)) * 1000),
             kafka_security=KafkaSecurity.from_settings(settings),
+            validate=bool(get("sink_validate", True)),
         )
 
 

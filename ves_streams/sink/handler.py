@@ -179,6 +179,7 @@ class DeliveryHandler(StageHandler):
         now = self._clock()
         # lanes (a batch per partition) once requests fly together; one batch per domain while one at a time
         self._ready.extend(_Request.of(batch) for batch in self._batcher.use_lanes(self._delivery().concurrency.limit > 1))
+        check = self._schema_check()
         for message in messages:
             tracker.consumed(TopicPartition(message.topic, message.partition), message.offset)
             parsed = parse_record(
@@ -189,7 +190,7 @@ class DeliveryHandler(StageHandler):
                 value=message.value,
                 headers=getattr(message, "headers", ()),
                 timestamp_ms=getattr(message, "timestamp", None),
-                check=self._schema_check(),
+                check=check,
             )
             if isinstance(parsed, Malformed):
                 logger.warning("dead-lettering %s/%d/%d: %s", parsed.topic, parsed.partition, parsed.offset, parsed.reason)

@@ -86,7 +86,7 @@ class SinkService(StageLoop):
         )
         super().__init__(
             spec,
-            DeliveryHandler(config.batching, self._batch_delivery),
+            DeliveryHandler(config.batching, self._batch_delivery, validate=config.validate),
             bootstrap_servers=config.bootstrap_servers,
             client_kwargs=config.kafka_security.client_kwargs,
             prepare=self._start_client,
