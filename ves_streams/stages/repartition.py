@@ -225,8 +225,11 @@ def _parse_into(
         else:
             reason = _times_error(value_lists, now)
             if reason is None:
-                made = list(_items(raw, value_lists))
-                reason = _size_error(made, max_record_bytes)
+                if max_record_bytes is not None and len(raw) > max_record_bytes - RECORD_OVERHEAD_BYTES:
+                    made = list(_items(raw, value_lists))  # a value list's record is never larger than its message
+                    reason = _size_error(made, max_record_bytes)
+                else:
+                    made = _items(raw, value_lists)  # type: ignore[assignment]
                 if reason is None:
                     batch.value_lists += len(value_lists)
                     items.extend(made)
@@ -251,6 +254,10 @@ def _size_error(items: Sequence[tuple[str, bytes]], max_record_bytes: int | None
 
 def _times_error(value_lists: Sequence[ValueList], now: float) -> str | None:
     for vl in value_lists:
+        # the usual case in two comparisons (NaN and infinities fail them): 2 % of ingest's CPU otherwise
+        interval = vl.interval
+        if interval <= MAX_SAMPLE_INTERVAL and vl.time - now <= interval:
+            continue
         reason = sample_time_error(vl, now)
         if reason is not None:
             return reason
