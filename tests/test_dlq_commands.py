@@ -40,7 +40,17 @@ def test_the_filters_choose_by_reason_and_time() -> None:
 
 def test_a_dead_letter_without_its_whole_message_is_never_republished() -> None:
     assert not RedriveFilter().matches(_record("cut", 1.0, ves_streams_original_size="2000000"))
+    # a measurement's render error is a report (its samples are in the state, its window gone)
+    assert not RedriveFilter().matches(_record("render", 1.0, ves_streams_rule="host.yaml:3", ves_streams_stage="measurements"))
     assert not RedriveFilter().matches(_record("render", 1.0, ves_streams_rule="host.yaml:3"))
+
+
+def test_a_notification_a_rule_could_not_render_is_republished_once_the_rule_file_is_fixed() -> None:
+    """Its render error keeps the notification whole: re-published to its topic, the fixed rule renders it."""
+    assert RedriveFilter().matches(_record("render", 1.0, ves_streams_rule="host.yaml:40", ves_streams_stage="fault"))
+    assert not RedriveFilter().matches(
+        _record("render", 1.0, ves_streams_rule="host.yaml:40", ves_streams_stage="fault", ves_streams_original_size="9")
+    )
 
 
 def _cli(kafka: Any, app_id: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -47,13 +47,18 @@ from ves_streams.wire.deadletter import (
     HEADER_DLQ_REASON,
     HEADER_DLQ_RULE,
     HEADER_DLQ_SOURCE_TOPIC,
+    HEADER_DLQ_STAGE,
     HEADER_DLQ_VALUE_DROPPED,
     without_dead_letter_headers,
 )
 
 #: dead letters that do not hold their original message whole: never re-published (a render error's report,
 #: a value cut or left out)
-_NOT_REPUBLISHABLE = (HEADER_DLQ_ORIGINAL_SIZE, HEADER_DLQ_VALUE_DROPPED, HEADER_DLQ_RULE)
+_NOT_REPUBLISHABLE = (HEADER_DLQ_ORIGINAL_SIZE, HEADER_DLQ_VALUE_DROPPED)
+#: Render errors of these stages keep their input message whole (a notification): once the rule
+#: file is fixed, re-published to its source topic, it renders. Measurements' and heartbeats'
+#: carry a report (their samples are in the state, and their window has passed): never.
+_RENDER_ERRORS_WITH_THEIR_MESSAGE = ("fault",)
 
 __all__ = ["RedriveFilter", "DlqRecord", "list_dead_letters", "redrive", "register"]
 
@@ -91,6 +96,8 @@ class RedriveFilter:
     def matches(self, record: DlqRecord) -> bool:
         """True when ``record`` is chosen and can be re-published (its value whole, not a render error's report)."""
         if any(record.header(name) is not None for name in _NOT_REPUBLISHABLE):
+            return False
+        if record.header(HEADER_DLQ_RULE) is not None and record.header(HEADER_DLQ_STAGE) not in _RENDER_ERRORS_WITH_THEIR_MESSAGE:
             return False
         when = record.timestamp_ms / 1000.0
         if self.since is not None and when < self.since:
