@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -54,15 +53,10 @@ async def request_resend(connection: KafkaConnection, topic: str) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from ves_streams.runtime.kafka import KafkaSecurity
-    from ves_streams.settings import Settings, SettingsError
+    from ves_streams.settings import command_settings
 
-    try:
-        settings = Settings.from_env(os.environ)
-    except SettingsError as exc:
-        print(f"ves-streams alarms: {exc}", file=sys.stderr)
-        return 2
-    connection = KafkaConnection.parse(args.broker or settings.broker, KafkaSecurity.from_settings(settings))
+    settings = command_settings("alarms")
+    connection = KafkaConnection.from_settings(settings, broker=args.broker)
     topic = args.topic or settings.notifications_topic
     try:
         count = asyncio.run(request_resend(connection, topic))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections import Counter
@@ -218,11 +217,10 @@ async def redrive(
 
 
 def _connection(args: argparse.Namespace) -> tuple[KafkaConnection, Any]:
-    from ves_streams.runtime.kafka import KafkaSecurity
-    from ves_streams.settings import Settings
+    from ves_streams.settings import command_settings
 
-    settings = Settings.from_env(os.environ)
-    return KafkaConnection.parse(args.broker or settings.broker, KafkaSecurity.from_settings(settings)), settings
+    settings = command_settings("dlq")
+    return KafkaConnection.from_settings(settings, broker=args.broker), settings
 
 
 def _stamp(epoch: float) -> str:
@@ -230,13 +228,7 @@ def _stamp(epoch: float) -> str:
 
 
 def _handle_list(args: argparse.Namespace) -> int:
-    from ves_streams.settings import SettingsError
-
-    try:
-        connection, settings = _connection(args)
-    except SettingsError as exc:
-        print(f"ves-streams dlq: {exc}", file=sys.stderr)
-        return 2
+    connection, settings = _connection(args)
     topic = args.topic or settings.events_dlq_topic
     try:
         rows = asyncio.run(list_dead_letters(connection, topic))
@@ -252,13 +244,7 @@ def _handle_list(args: argparse.Namespace) -> int:
 
 
 def _handle_redrive(args: argparse.Namespace) -> int:
-    from ves_streams.settings import SettingsError
-
-    try:
-        connection, settings = _connection(args)
-    except SettingsError as exc:
-        print(f"ves-streams dlq: {exc}", file=sys.stderr)
-        return 2
+    connection, settings = _connection(args)
     topic = args.topic or settings.events_dlq_topic
     chosen = RedriveFilter(reason=args.reason, since=args.since, until=args.until)
     group = f"{settings.app_id}-dlq-redrive"

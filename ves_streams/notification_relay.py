@@ -169,19 +169,12 @@ async def run_relay(
 
 
 def _handle(args: argparse.Namespace) -> int:
-    import os
-
-    from ves_streams.runtime.kafka import KafkaSecurity
-    from ves_streams.settings import Settings, SettingsError
+    from ves_streams.settings import command_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        # the same VES_STREAMS_* settings as the worker (broker, topic, Kafka TLS and SASL); flags win
-        settings = Settings.from_env(os.environ)
-    except SettingsError as exc:
-        print(f"ves-streams relay: {exc}", file=sys.stderr)
-        return 2
-    connection = KafkaConnection.parse(args.broker or settings.broker, KafkaSecurity.from_settings(settings))
+    # the same VES_STREAMS_* settings as the worker (broker, topic, Kafka TLS and SASL); flags win
+    settings = command_settings("relay")
+    connection = KafkaConnection.from_settings(settings, broker=args.broker)
     topic = args.topic or settings.notifications_topic
     access = RelayAccess(token=settings.relay_token, max_concurrent=args.max_concurrent)
     refused = exposure_error(args.host, access, args.client_ca, args.insecure_no_auth)

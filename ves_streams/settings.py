@@ -643,6 +643,22 @@ _NOT_WORKER_SETTINGS = frozenset(
 )
 
 
+def command_settings(command: str) -> Settings:
+    """The ``VES_STREAMS_*`` settings a ``ves-streams`` command runs with (the worker's, read now).
+
+    An invalid one stops the command with one line naming it (exit 2),
+    never a traceback and never a secret.
+    """
+    import os
+    import sys
+
+    try:
+        return Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"ves-streams {command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _lookup(header: Any, path: str) -> Any:
     node = header
     for part in path.split("."):

@@ -190,7 +190,7 @@ async def _sleep_until(deadline: float, stop: asyncio.Event | None) -> None:
 def _handle(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from ves_streams.runtime.kafka import KafkaConfigError, KafkaSecurity
+    from ves_streams.runtime.kafka import KafkaConfigError
     from ves_streams.settings import Settings, SettingsError
 
     capture_dir = Path(args.capture)
@@ -208,7 +208,7 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"ves-streams replay: {exc}", file=sys.stderr)
         return 2
     try:
-        connection = KafkaConnection.parse(args.broker or settings.broker, KafkaSecurity.from_settings(settings))
+        connection = KafkaConnection.from_settings(settings, broker=args.broker)
         connection.client_kwargs()  # builds the TLS context now: a bad CA file is one line, not a traceback
     except KafkaConfigError as exc:
         print(f"ves-streams replay: {exc}", file=sys.stderr)

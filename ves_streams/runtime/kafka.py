@@ -140,9 +140,12 @@ class KafkaConnection:
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> KafkaConnection:
-        """From :class:`ves_streams.settings.Settings` (``broker`` and the ``kafka_*`` security settings)."""
-        return cls(parse_broker(settings.broker), KafkaSecurity.from_settings(settings))
+    def from_settings(cls, settings: Any, broker: str | None = None) -> KafkaConnection:
+        """From :class:`ves_streams.settings.Settings` (``broker`` and the ``kafka_*`` security settings).
+
+        ``broker`` (a command's ``--broker`` flag) wins over the settings' broker; the security is theirs.
+        """
+        return cls(parse_broker(broker or settings.broker), KafkaSecurity.from_settings(settings))
 
     @classmethod
     def parse(cls, broker: str, security: KafkaSecurity | None = None) -> KafkaConnection:
