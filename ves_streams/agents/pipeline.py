@@ -99,8 +99,6 @@ class Pipeline:
         # a series holds the windows a tick may still render: the backfill limit and the current one
         self.store = SampleStore(table, self.index, interval=settings.interval, keep=MAX_BACKFILL_WINDOWS + 2)
         self.changelog_failures = 0
-        #: changelog partition -> host records not yet queued (at-least-once; see write_state)
-        self._changelog_pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self.max_backfill = MAX_BACKFILL_WINDOWS
         #: when a late value list was last named in the log (measurements.py, at most once a minute)
         self.late_logged_at = -math.inf
@@ -188,9 +186,8 @@ class Pipeline:
         """Produce host records (a value None is a tombstone) to the table's changelog partition ``partition``.
 
         With ``exactly_once`` each record is sent at once, in the transaction
-        of the record being processed. Otherwise records are collected per
-        partition and sent as one record batch per partition by
-        :meth:`flush_changelog`.
+        of the record being processed; otherwise as one record batch through
+        the plain producer (outside any transaction), without linger.
         """
         topic = self.changelog_topic
         if topic is None or not changes:
@@ -203,7 +200,8 @@ class Pipeline:
                 future = await send(topic, key, value, partition, None, None, transactional_id=tid)
                 future.add_done_callback(self._changelog_written)
             return
-        self._changelog_pending.setdefault(partition, []).extend(changes)
+        for future in await self.send_to_partition(topic, partition, [(k, v, []) for k, v in changes]):
+            future.add_done_callback(self._changelog_written)
 
     async def write_state(self, partition: int) -> None:
         """The changed hosts' records of ``partition``: in this record's transaction with ``exactly_once``.
@@ -226,14 +224,6 @@ class Pipeline:
         """Write the changed hosts' records and queue them to the producer, one batch per partition."""
         for partition in self.store.dirty_partitions():
             await self.write_changelog(partition, self.store.take_changes(partition))
-        pending, self._changelog_pending = self._changelog_pending, {}
-        topic = self.changelog_topic
-        if not pending or topic is None:
-            return
-        for partition, changes in pending.items():
-            futures = await self.send_to_partition(topic, partition, [(k, v, []) for k, v in changes])
-            for future in futures:
-                future.add_done_callback(self._changelog_written)
 
     async def send_to_partition(
         self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]]
